@@ -1,0 +1,219 @@
+"""The embedded SQLite store (``sqlite:PATH``, ``sqlite:///abs/path``, or a bare path).
+
+WAL mode, ``synchronous=NORMAL`` (a committed batch survives a killed process; the OS crashing
+may lose the last batches, never corrupt the file), schema versioned with ``PRAGMA
+user_version`` and migrated forward on open. Records are kept as their canonical JSON line next
+to indexed columns, so what comes out is byte for byte what went in.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from probecore import (
+    IncidentEvent,
+    SLIRecord,
+    StoreError,
+    decode_event,
+    decode_record,
+    encode_event,
+    encode_record,
+    hookimpl,
+    timestamp_ms,
+)
+
+SCHEMA_VERSION = 1
+
+# Each entry moves the schema from version i to i + 1. Never edit a shipped entry: add one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE records (
+        id          INTEGER PRIMARY KEY,
+        check_id    TEXT NOT NULL,
+        vantage     TEXT NOT NULL,
+        started_ms  INTEGER NOT NULL,
+        outcome     TEXT NOT NULL,
+        body        TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX records_by_check_time ON records (check_id, started_ms, vantage);
+    CREATE INDEX records_by_time ON records (started_ms);
+    CREATE TABLE events (
+        event_id    TEXT PRIMARY KEY,
+        seq         INTEGER NOT NULL,
+        check_id    TEXT NOT NULL,
+        incident_id TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        at_ms       INTEGER NOT NULL,
+        body        TEXT NOT NULL
+    );
+    CREATE INDEX events_by_check ON events (check_id, at_ms);
+    CREATE INDEX events_by_incident ON events (incident_id);
+    """,
+)
+
+
+def path_of(url: str) -> Path:
+    """``sqlite:///abs/p.db`` → ``/abs/p.db``; ``sqlite:rel.db`` → ``rel.db``; bare paths as is."""
+    if url.startswith("sqlite://"):
+        rest = url[len("sqlite://"):]
+        return Path(rest if rest.startswith("/") else "/" + rest) if rest else Path("")
+    if url.startswith("sqlite:"):
+        return Path(url[len("sqlite:"):])
+    return Path(url)
+
+
+class SQLiteStore:
+    """A store in one SQLite file. Thread-safe: calls are serialised with a lock."""
+
+    def __init__(self, url: str):
+        self.url = url
+        path = path_of(url)
+        if not str(path):
+            raise StoreError(f"store {url}: no file name")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"store {url}: cannot open: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"store {url}: cannot create {path.parent}: {exc.strerror}") from None
+        self._lock = threading.Lock()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"store {self.url}: schema version {version} is newer than this "
+                             f"probecore understands ({SCHEMA_VERSION}); upgrade probecore")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                # Statement by statement: executescript() would COMMIT the transaction first.
+                for statement in MIGRATIONS[target - 1].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {target}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def write(self, records: Iterable[SLIRecord], events: Iterable[IncidentEvent]) -> None:
+        rows = [_record_row(r) for r in records]
+        with self._lock, self._transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO records (check_id, vantage, started_ms, outcome, body) "
+                "VALUES (?, ?, ?, ?, ?)", rows)
+            self._insert_events(events)
+
+    def import_records(self, records: Iterable[SLIRecord]) -> tuple[int, int]:
+        rows = [_record_row(r) for r in records]
+        with self._lock, self._transaction():
+            before = self._db.total_changes
+            self._db.executemany(
+                "INSERT OR IGNORE INTO records (check_id, vantage, started_ms, outcome, body) "
+                "VALUES (?, ?, ?, ?, ?)", rows)
+            added = self._db.total_changes - before
+        return added, len(rows) - added
+
+    def _insert_events(self, events: Iterable[IncidentEvent]) -> None:
+        seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+        rows = []
+        for offset, event in enumerate(events, start=1):
+            rows.append((event.event_id, seq + offset, event.check, event.incident_id, event.kind,
+                         timestamp_ms(event.at), encode_event(event).decode()))
+        self._db.executemany(
+            "INSERT OR IGNORE INTO events (event_id, seq, check_id, incident_id, kind, at_ms, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def records(self, *, check: str | None = None, prefix: str | None = None,
+                since: str | None = None, until: str | None = None) -> Iterator[SLIRecord]:
+        where, args = _filters(check, prefix, "started_ms", since, until)
+        query = f"SELECT body FROM records {where} ORDER BY started_ms, id"
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        for (body,) in rows:
+            yield decode_record(body)
+
+    def tail(self, check: str, vantage: str) -> list[SLIRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM records WHERE check_id = ? AND vantage = ? AND started_ms > "
+                "COALESCE((SELECT MAX(started_ms) FROM records WHERE check_id = ? AND vantage = ? "
+                "AND outcome = 'ok'), -1) ORDER BY started_ms, id",
+                (check, vantage, check, vantage)).fetchall()
+        return [decode_record(body) for (body,) in rows]
+
+    def events(self, *, check: str | None = None, prefix: str | None = None) -> Iterator[IncidentEvent]:
+        where, args = _filters(check, prefix, "at_ms", None, None)
+        with self._lock:
+            rows = self._db.execute(f"SELECT body FROM events {where} ORDER BY seq", args).fetchall()
+        for (body,) in rows:
+            yield decode_event(body)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None  # type: ignore[assignment]
+
+    def _transaction(self) -> _Transaction:
+        if self._db is None:
+            raise StoreError(f"store {self.url}: already closed")
+        return _Transaction(self._db, self.url)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection, url: str):
+        self.db = db
+        self.url = url
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.DatabaseError as err:
+                exc = err
+        self.db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise StoreError(f"store {self.url}: write failed: {exc}") from None
+
+
+def _record_row(record: SLIRecord) -> tuple[str, str, int, str, str]:
+    return (record.check, record.vantage, timestamp_ms(record.started_at), record.outcome,
+            encode_record(record).decode())
+
+
+def _filters(check: str | None, prefix: str | None, column: str, since: str | None,
+             until: str | None) -> tuple[str, list[object]]:
+    clauses: list[str] = []
+    args: list[object] = []
+    if check is not None:
+        clauses.append("check_id = ?")
+        args.append(check)
+    if prefix is not None:
+        # A range instead of LIKE so the index is used and "_" / "%" in ids mean themselves.
+        clauses.append("check_id >= ? AND check_id < ?")
+        args += [prefix, prefix + "\U0010ffff"]
+    if since is not None:
+        clauses.append(f"{column} >= ?")
+        args.append(timestamp_ms(since))
+    if until is not None:
+        clauses.append(f"{column} < ?")
+        args.append(timestamp_ms(until))
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+@hookimpl
+def probecore_add_stores(registry):  # type: ignore[no-untyped-def]
+    registry.add(SQLiteStore, name="sqlite")

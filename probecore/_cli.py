@@ -1,0 +1,391 @@
+"""The ``probe`` command line.
+
+Exit status: 0 success (``run --once``: every check ok), 1 a check was not ok or the work
+failed, 2 bad usage or a bad profile. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import Any, NoReturn
+
+import msgspec
+import trio
+
+from ._durations import parse_duration
+from ._errors import ProbecoreError, UsageError
+from ._incidents import IncidentEvent
+from ._plugins import PluginHost, _own_version, make_plugin_manager
+from ._profile import Profile, load_profile
+from ._record import SLIRecord, decode_record, encode_record, format_timestamp, record_json_schema
+from ._runner import RunOptions, default_vantage, run_profile
+from ._scheduler import DEFAULT_MAX_CONCURRENCY, DEFAULT_PER_HOST
+from ._store import Store, default_store_url, open_store
+
+PROG = "probe"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line that points at --help."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=(
+        "Run synthetic probes declared in a service profile, store every result as an SLI "
+        "record, and track incidents the way the service-level agreement defines them."),
+        epilog="Start with 'probe demo', then 'probe check PROFILE' and 'probe run PROFILE'.")
+    parser.add_argument("--version", action="version", version=f"probecore {_own_version()}")
+    parser.add_argument("--no-plugin", metavar="NAME", action="append", default=[],
+                        help="do not load the plugin NAME (repeatable; 'probe plugins' lists names)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a profile's checks (continuously, or once with --once)",
+                         description="Run every check of PROFILE at its interval until stopped "
+                         "(SIGINT/SIGTERM stop cleanly after storing what was measured).",
+                         epilog="Exit status with --once: 0 every check ok, 1 any check not ok, "
+                         "2 bad usage or profile.")
+    run.add_argument("profile", metavar="PROFILE", help="service profile (TOML)")
+    run.add_argument("--once", action="store_true", help="run every check once, concurrently, then exit")
+    _store_option(run)
+    run.add_argument("--json", action="store_true",
+                     help="write one SLI record per line to stdout (the default when stdout is not a terminal)")
+    run.add_argument("--vantage", metavar="NAME", default=None,
+                     help="name of this agent in the records (default: the host name)")
+    run.add_argument("--for", dest="run_for", metavar="DURATION", default=None,
+                     help='stop after DURATION, e.g. "10m" (default: run until stopped)')
+    run.add_argument("--max-concurrency", type=_positive, default=DEFAULT_MAX_CONCURRENCY, metavar="N",
+                     help=f"attempts in flight at once (default {DEFAULT_MAX_CONCURRENCY})")
+    run.add_argument("--per-host", type=_positive, default=DEFAULT_PER_HOST, metavar="N",
+                     help=f"attempts in flight at once against one host (default {DEFAULT_PER_HOST})")
+
+    check = sub.add_parser("check", help="validate a profile without probing and summarise it")
+    check.add_argument("profile", metavar="PROFILE")
+
+    plugins = sub.add_parser("plugins", help="list the plugins, their versions and hooks")
+    plugins.add_argument("--json", action="store_true", help="as JSON")
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of an SLI record or incident event")
+    schema.add_argument("what", nargs="?", choices=("sli", "event"), default="sli")
+
+    records = sub.add_parser("records", help="print stored records as JSON Lines, or import them",
+                             description="probe records PROFILE [--check ID] [--since T] [--until T]\n"
+                             "probe records import FILE.jsonl [--store URL]",
+                             formatter_class=argparse.RawDescriptionHelpFormatter,
+                             epilog="T is RFC 3339 (2026-11-01T00:00:00+08:00), a date or a naive "
+                             "date-time in the profile's time zone (2026-11-01), or an age like 2h.")
+    records.add_argument("profile", metavar="PROFILE|import", help="the profile whose records to print, "
+                         "or 'import' followed by a JSON Lines file")
+    records.add_argument("file", nargs="?", metavar="FILE", help="with 'import': the JSON Lines file ('-': stdin)")
+    records.add_argument("--check", metavar="ID", help="only this check (its id in the profile)")
+    records.add_argument("--since", metavar="T", help="records that started at or after T")
+    records.add_argument("--until", metavar="T", help="records that started before T")
+    records.add_argument("--events", action="store_true", help="print incident events instead of records")
+    _store_option(records)
+
+    demo = sub.add_parser("demo", help="start loopback demo services and run the demo profile against them",
+                          description="Starts small services on 127.0.0.1, runs the embedded demo "
+                          "profile against them for a while with failures injected, stores the "
+                          "records in SQLite and prints what happened.")
+    demo.add_argument("--for", dest="run_for", metavar="DURATION", default="20s",
+                      help='how long to run (default "20s")')
+    _store_option(demo)
+    demo.add_argument("--json", action="store_true", help="write the records as JSON Lines too")
+    return parser
+
+
+def _store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", metavar="URL", default=None,
+                        help="where records go: sqlite:PATH or a path (default: one SQLite file per "
+                        "profile in $PROBECORE_DATA_DIR, else ~/.local/share/probecore)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``probe`` console script; returns (and exits with) the status."""
+    try:
+        try:
+            status = _main(list(sys.argv[1:] if argv is None else argv))
+        except BaseExceptionGroup as group:  # trio wraps errors raised inside nurseries
+            raise _user_error(group) or group
+    except ProbecoreError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        status = exc.exit_status
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        status = 130
+    except BrokenPipeError:
+        # The reader went away (probe records … | head): not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = 0
+    if argv is None:
+        sys.exit(status)
+    return status
+
+
+def _user_error(group: BaseExceptionGroup) -> BaseException | None:
+    """The first user-facing error (or interrupt) inside *group*, if that is all it holds."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for kind in (ProbecoreError, KeyboardInterrupt):
+        if leaves and all(isinstance(e, kind) for e in leaves):
+            return leaves[0]
+    return None
+
+
+def _main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    host = make_plugin_manager(blocked=args.no_plugin)
+    command = {"run": cmd_run, "check": cmd_check, "plugins": cmd_plugins, "schema": cmd_schema,
+               "records": cmd_records, "demo": cmd_demo}[args.command]
+    return command(args, host)
+
+
+# ---- probe check ------------------------------------------------------------------------------
+
+def cmd_check(args: argparse.Namespace, host: PluginHost) -> int:
+    from rich.table import Table
+
+    from ._display import make_console
+    from ._durations import format_duration
+
+    profile = load_profile(args.profile, host.probes)
+    console = make_console()
+    console.print(f"[bold]{profile.path}[/]: profile [bold]{profile.name}[/] is valid"
+                  + (f" (contract {profile.contract})" if profile.contract else ""))
+    console.print(f"time zone {profile.timezone.key}"
+                  + (f" · fee {profile.fee.monthly:g} {profile.fee.currency}/month" if profile.fee else ""))
+    table = Table(title=f"{len(profile.checks)} checks", title_justify="left")
+    for name in ("id", "probe", "target", "interval", "timeout", "retry", "confirm", "phase"):
+        table.add_column(name)
+    for check in profile.checks:
+        kind = host.probes.get(check.probe)()
+        table.add_row(check.id, check.probe, kind.target(check.config), format_duration(check.interval),
+                      format_duration(check.timeout), format_duration(check.retry_interval),
+                      str(check.confirm), f"+{check.phase_offset:g}s")
+    console.print(table)
+    console.print(f"{len(profile.objectives)} objectives · {len(profile.maintenance)} maintenance windows"
+                  f" · {len(profile.notify)} notification routes")
+    return 0
+
+
+# ---- probe plugins / schema -------------------------------------------------------------------
+
+def cmd_plugins(args: argparse.Namespace, host: PluginHost) -> int:
+    infos = host.plugins()
+    if args.json:
+        print(json.dumps([{"name": i.name, "version": i.version, "hooks": list(i.hooks),
+                           "builtin": i.builtin} for i in infos] , indent=2))
+        return 0
+    from rich.table import Table
+
+    from ._display import make_console
+
+    table = Table()
+    for name in ("plugin", "version", "hooks", "kind"):
+        table.add_column(name)
+    for info in infos:
+        table.add_row(info.name, info.version, ", ".join(info.hooks), "built-in" if info.builtin else "third party")
+    console = make_console()
+    console.print(table)
+    blocked = host.blocked()
+    if blocked:
+        console.print("blocked: " + ", ".join(blocked))
+    console.print("probe kinds: " + ", ".join(host.probes) + " · stores: " + ", ".join(host.stores))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, host: PluginHost) -> int:
+    if args.what == "sli":
+        schema = record_json_schema()
+    else:
+        schema = msgspec.json.schema(IncidentEvent)
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+# ---- probe run ------------------------------------------------------------------------------
+
+def _open(url: str | None, profile_name: str, host: PluginHost) -> Store:
+    return open_store(url or default_store_url(profile_name), host.stores.get)
+
+
+def _header(profile: Profile, store: Store, vantage: str, host: PluginHost) -> str:
+    plugins = ", ".join(f"{i.name} {i.version}" for i in host.plugins())
+    return (f"probecore {_own_version()} · profile {profile.name} ({len(profile.checks)} checks) · "
+            f"store {store.url} · vantage {vantage}\nplugins: {plugins}")
+
+
+def cmd_run(args: argparse.Namespace, host: PluginHost) -> int:
+    from rich.live import Live
+
+    from ._display import JsonLines, LiveTable, make_console, results_table
+
+    profile = load_profile(args.profile, host.probes)
+    duration = parse_duration(args.run_for) if args.run_for else None
+    if duration is not None and duration <= 0:
+        raise UsageError(f"{PROG} run: --for must be longer than zero")
+    options = RunOptions(once=args.once, vantage=args.vantage or default_vantage(),
+                         max_concurrency=args.max_concurrency, per_host=args.per_host, duration=duration)
+    json_mode = args.json or not sys.stdout.isatty()
+    store = _open(args.store, profile.name, host)
+    try:
+        console = make_console(stderr=json_mode)
+        console.print(_header(profile, store, options.vantage, host), style="dim")
+        on_stored = [JsonLines().stored] if json_mode else []
+        if json_mode or args.once:
+            result = trio.run(lambda: run_profile(profile, host, store, options, on_stored=on_stored))
+        else:
+            table = LiveTable(profile, options.vantage)
+            with Live(table, console=console, refresh_per_second=4, transient=False):
+                result = trio.run(lambda: run_profile(profile, host, store, options,
+                                                      on_observed=[table.observed]))
+    finally:
+        store.close()
+    if args.once:
+        if not json_mode:
+            console.print(results_table(result.records))
+        bad = [r for r in result.records if r.outcome != "ok"]
+        console.print(f"{len(result.records)} checks: {len(result.records) - len(bad)} ok, {len(bad)} not ok",
+                      style="bold red" if bad else "bold green")
+        return 0 if result.all_ok else 1
+    confirmed = sum(e.kind == "confirmed" for e in result.events)
+    console.print(f"stopped{' by ' + result.stopped_by if result.stopped_by else ''}: "
+                  f"{result.stored_records} records stored in {store.url}, {confirmed} incidents confirmed")
+    return 0
+
+
+# ---- probe records ----------------------------------------------------------------------------
+
+def cmd_records(args: argparse.Namespace, host: PluginHost) -> int:
+    if args.profile == "import":
+        return _import(args, host)
+    if args.file is not None:
+        raise UsageError(f"{PROG} records: unexpected argument {args.file!r}")
+    profile = load_profile(args.profile, host.probes)
+    check = f"{profile.name}/{profile.check(args.check).id}" if args.check else None
+    since = _moment(args.since, profile, "--since")
+    until = _moment(args.until, profile, "--until")
+    store = _open(args.store, profile.name, host)
+    out = sys.stdout.buffer
+    try:
+        if args.events:
+            from ._incidents import encode_event
+            for event in store.events(check=check, prefix=None if check else profile.name + "/"):
+                out.write(encode_event(event) + b"\n")
+        else:
+            for record in store.records(check=check, prefix=None if check else profile.name + "/",
+                                        since=since, until=until):
+                out.write(encode_record(record) + b"\n")
+        out.flush()
+    finally:
+        store.close()
+    return 0
+
+
+def _moment(text: str | None, profile: Profile, option: str) -> str | None:
+    if text is None:
+        return None
+    try:
+        return format_timestamp(datetime.now(timezone.utc) - timedelta(seconds=parse_duration(text)))
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{PROG} records: {option}: expected a date-time like 2026-11-01T00:00:00+08:00, "
+                         f"a date like 2026-11-01, or an age like 2h; got {text!r}") from None
+    if len(text) == 10:  # a date: its midnight
+        moment = datetime.combine(moment.date(), time())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=profile.timezone)
+    return format_timestamp(moment)
+
+
+def _import(args: argparse.Namespace, host: PluginHost) -> int:
+    if not args.file:
+        raise UsageError(f"{PROG} records import: name the JSON Lines file to import ('-' for stdin)")
+    records = list(read_records(args.file))
+    if not records:
+        print(f"{PROG}: {args.file}: no records", file=sys.stderr)
+        return 0
+    url = args.store
+    if url is None:
+        profiles = sorted({r.check.split("/", 1)[0] for r in records})
+        if len(profiles) > 1:
+            raise UsageError(f"{PROG} records import: {args.file} holds records of several profiles "
+                             f"({', '.join(profiles)}); choose one store with --store")
+        url = default_store_url(profiles[0])
+    store = open_store(url, host.stores.get)
+    try:
+        added, skipped = store.import_records(records)
+    finally:
+        store.close()
+    print(f"{args.file}: {added} records imported into {url}"
+          + (f", {skipped} already there" if skipped else ""), file=sys.stderr)
+    return 0
+
+
+def read_records(name: str) -> list[SLIRecord]:
+    """Read and validate a JSON Lines file of SLI records; any bad line is a one-line error."""
+    try:
+        stream = sys.stdin.buffer if name == "-" else open(name, "rb")
+    except OSError as exc:
+        raise UsageError(f"{name}: cannot read: {exc.strerror}") from None
+    records = []
+    with stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(decode_record(line))
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                raise UsageError(f"{name}: line {number}: not a {SLIRecord.__name__} "
+                                 f"(probecore.sli/1): {exc}; nothing was imported") from None
+            except ValueError as exc:
+                raise UsageError(f"{name}: line {number}: {exc}; nothing was imported") from None
+    return records
+
+
+# ---- probe demo -------------------------------------------------------------------------------
+
+def cmd_demo(args: argparse.Namespace, host: PluginHost) -> int:
+    from ._demo import run_demo
+
+    duration = parse_duration(args.run_for)
+    return run_demo(host, duration=duration, store_url=args.store, json_mode=args.json)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,398 @@
+"""Service profiles: TOML files that declare checks, objectives, maintenance and routes.
+
+:func:`load_profile` reads and validates a profile against the probe kinds a plugin host
+provides. Every problem is a :class:`ProfileError` of one line naming the file, the table, the
+key and what was expected; the loader never lets a traceback reach the user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from ._durations import Duration, format_duration, parse_duration
+from ._errors import ProfileError, UsageError
+from ._probe import ProbeConfig, ProbeKind
+from ._secrets import Secret
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+OPERATORS = ("<", "<=", ">=", ">")
+TABLES = ("profile", "defaults", "check", "objective", "maintenance", "notify")
+CHECK_KEYS = ("id", "probe", "interval", "timeout", "retry_interval", "confirm", "labels")
+DEFAULT_KEYS = ("interval", "timeout", "retry_interval", "confirm", "labels")
+PROFILE_KEYS = ("name", "contract", "timezone", "fee", "description")
+
+DEFAULT_INTERVAL = Duration(60.0)
+DEFAULT_TIMEOUT = Duration(10.0)
+DEFAULT_CONFIRM = 2
+
+
+@dataclass(frozen=True)
+class Check:
+    """One ``[[check]]``, with defaults applied and the probe kind's keys validated."""
+
+    id: str
+    probe: str
+    interval: Duration
+    timeout: Duration
+    retry_interval: Duration
+    confirm: int
+    labels: dict[str, str]
+    config: ProbeConfig
+    profile: str
+
+    @property
+    def full_id(self) -> str:
+        """``<profile name>/<check id>``, the ``check`` field of its records."""
+        return f"{self.profile}/{self.id}"
+
+    @property
+    def phase_offset(self) -> float:
+        """Seconds after each interval boundary at which this check runs.
+
+        Derived from the full id with a stable hash, so load is spread evenly across the
+        interval and a restarted agent keeps every check's phase.
+        """
+        millis = max(1, round(self.interval * 1000))
+        digest = hashlib.sha256(self.full_id.encode()).digest()
+        return (int.from_bytes(digest[:8], "big") % millis) / 1000.0
+
+
+@dataclass(frozen=True)
+class Fee:
+    monthly: float
+    currency: str
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A validated profile. ``objectives``, ``maintenance`` and ``notify`` keep their tables
+    (structure checked, references to checks resolved) for the evaluator and notifiers."""
+
+    path: str
+    name: str
+    contract: str | None
+    timezone: ZoneInfo
+    fee: Fee | None
+    description: str | None
+    checks: tuple[Check, ...]
+    objectives: tuple[dict[str, Any], ...] = ()
+    maintenance: tuple[dict[str, Any], ...] = ()
+    notify: tuple[dict[str, Any], ...] = ()
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, check_id: str) -> Check:
+        for item in self.checks:
+            if item.id == check_id:
+                return item
+        raise UsageError(f'{self.path}: no check "{check_id}"; checks: '
+                         + ", ".join(c.id for c in self.checks))
+
+
+def load_profile(path: str | Path, probes: Any) -> Profile:
+    """Read and validate the profile at *path*.
+
+    :param probes: the probe-kind registry (``PluginHost.probes``) that ``probe = "..."`` names.
+    :raises ProfileError: for anything wrong, with a one-line message.
+    """
+    path = Path(path)
+    shown = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ProfileError(shown, "no such file") from None
+    except OSError as exc:
+        raise ProfileError(shown, f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ProfileError(shown, "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(shown, f"invalid TOML: {exc}") from None
+    return _Loader(shown, path.parent, probes).profile(data)
+
+
+class _Loader:
+    def __init__(self, path: str, base_dir: Path, probes: Any):
+        self.path = path
+        self.base_dir = base_dir
+        self.probes = probes
+
+    def error(self, problem: str, table: str | None = None, key: str | None = None) -> ProfileError:
+        return ProfileError(self.path, problem, table=table, key=key)
+
+    # ---- top level -------------------------------------------------------------------------
+
+    def profile(self, data: dict[str, Any]) -> Profile:
+        for key, value in data.items():
+            if key not in TABLES:
+                raise self.error(f"unknown table [{key}]; expected one of " + ", ".join(TABLES))
+        head = self.table(data, "profile", "[profile]", required=True)
+        self.known_keys(head, PROFILE_KEYS, "[profile]")
+        name = self.string(head, "name", "[profile]", required=True)
+        if not NAME_RE.match(name):
+            raise self.error(f'expected a lower-case name of letters, digits, ".", "_" or "-", got "{name}"',
+                             "[profile]", "name")
+        zone_name = self.string(head, "timezone", "[profile]") or "UTC"
+        try:
+            zone = ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise self.error(f'unknown time zone "{zone_name}" (expected an IANA name like "Asia/Shanghai")',
+                             "[profile]", "timezone") from None
+        fee = None
+        if "fee" in head:
+            fee_table = self.table(head, "fee", "[profile]")
+            self.known_keys(fee_table, ("monthly", "currency"), "[profile] fee")
+            monthly = fee_table.get("monthly")
+            if isinstance(monthly, bool) or not isinstance(monthly, (int, float)) or monthly < 0:
+                raise self.error(f"expected a non-negative number, got {_show(monthly)}", "[profile]", "fee.monthly")
+            fee = Fee(float(monthly), self.string(fee_table, "currency", "[profile] fee", required=True))
+
+        defaults = self.table(data, "defaults", "[defaults]")
+        self.known_keys(defaults, DEFAULT_KEYS, "[defaults]")
+        base = self.timing(defaults, "[defaults]", {
+            "interval": DEFAULT_INTERVAL, "timeout": DEFAULT_TIMEOUT, "confirm": DEFAULT_CONFIRM,
+            "labels": {}})
+
+        checks = [self.check(item, i, name, base) for i, item in enumerate(self.array(data, "check"))]
+        if not checks:
+            raise self.error("no [[check]] tables; a profile needs at least one check")
+        ids = {c.id for c in checks}
+        objectives = tuple(self.objective(t, i, ids) for i, t in enumerate(self.array(data, "objective")))
+        maintenance = tuple(self.maintenance(t, i, ids) for i, t in enumerate(self.array(data, "maintenance")))
+        notify = tuple(self.route(t, i, ids) for i, t in enumerate(self.array(data, "notify")))
+        self.unique(objectives, "objective")
+        self.unique(notify, "notify")
+        return Profile(path=self.path, name=name, contract=self.string(head, "contract", "[profile]"),
+                       timezone=zone, fee=fee, description=self.string(head, "description", "[profile]"),
+                       checks=tuple(checks), objectives=objectives, maintenance=maintenance,
+                       notify=notify, defaults=base)
+
+    # ---- [[check]] -----------------------------------------------------------------------------
+
+    def check(self, table: Any, index: int, profile: str, base: dict[str, Any]) -> Check:
+        where = f"check #{index + 1}"
+        if not isinstance(table, dict):
+            raise self.error("expected a table", where)
+        check_id = self.string(table, "id", where, required=True)
+        if not NAME_RE.match(check_id):
+            raise self.error(f'expected a lower-case id of letters, digits, ".", "_" or "-", got "{check_id}"',
+                             where, "id")
+        where = f'check "{check_id}"'
+        kind_name = self.string(table, "probe", where, required=True)
+        if kind_name not in self.probes:
+            raise self.error(self.probes.unknown_message(kind_name), where, "probe")
+        kind: type[ProbeKind[Any]] = self.probes.get(kind_name)
+        timing = self.timing(table, where, base)
+        own = {k: v for k, v in table.items() if k not in CHECK_KEYS}
+        config = self.probe_config(kind, own, where)
+        return Check(id=check_id, probe=kind_name, config=config, profile=profile, **timing)
+
+    def timing(self, table: dict[str, Any], where: str, base: dict[str, Any]) -> dict[str, Any]:
+        interval = self.duration(table, "interval", where) or base["interval"]
+        timeout = self.duration(table, "timeout", where) or base["timeout"]
+        retry = self.duration(table, "retry_interval", where) or base.get("retry_interval") or interval
+        confirm = table.get("confirm", base["confirm"])
+        if isinstance(confirm, bool) or not isinstance(confirm, int) or not 1 <= confirm <= 1000:
+            raise self.error(f"expected a whole number from 1 to 1000, got {_show(confirm)}", where, "confirm")
+        labels = dict(base.get("labels", {}))
+        if "labels" in table:
+            given = table["labels"]
+            if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
+                raise self.error('expected a table of strings, like { team = "web" }', where, "labels")
+            labels.update(given)
+        if timeout > interval:
+            raise self.error(f"{format_duration(timeout)} is longer than the interval "
+                             f"{format_duration(interval)}", where, "timeout")
+        if retry > interval:
+            raise self.error(f"{format_duration(retry)} is longer than the interval "
+                             f"{format_duration(interval)}", where, "retry_interval")
+        return {"interval": interval, "timeout": timeout, "retry_interval": retry,
+                "confirm": confirm, "labels": labels}
+
+    def probe_config(self, kind: type[ProbeKind[Any]], own: dict[str, Any], where: str) -> ProbeConfig:
+        def dec_hook(tp: type, obj: Any) -> Any:
+            if tp is Duration:
+                return parse_duration(obj)
+            if tp is Secret:
+                return Secret.from_table(obj, self.base_dir)
+            raise NotImplementedError(f"no conversion to {tp.__name__}")
+
+        try:
+            return msgspec.convert(own, kind.Config, dec_hook=dec_hook, strict=True)
+        except msgspec.ValidationError as exc:
+            key, problem = _explain(str(exc), own, kind.Config)
+            raise self.error(problem, where, key) from None
+
+    # ---- [[objective]], [[maintenance]], [[notify]] ---------------------------------------------
+
+    def objective(self, table: Any, index: int, ids: set[str]) -> dict[str, Any]:
+        where = self.named(table, index, "objective")
+        self.string(table, "kind", where, required=True)
+        self.references(table, where, ids, required=True)
+        if "op" in table and table["op"] not in OPERATORS:
+            raise self.error(f"expected one of {', '.join(OPERATORS)}, got {_show(table['op'])}", where, "op")
+        if "target" in table:
+            target = table["target"]
+            if isinstance(target, bool) or not isinstance(target, (int, float)):
+                raise self.error(f"expected a number, got {_show(target)}", where, "target")
+        for key in ("limit", "period_length"):
+            self.duration(table, key, where)
+        return dict(table)
+
+    def maintenance(self, table: Any, index: int, ids: set[str]) -> dict[str, Any]:
+        where = f"maintenance #{index + 1}"
+        if not isinstance(table, dict):
+            raise self.error("expected a table", where)
+        start = self.moment(table, "start", where)
+        end = self.moment(table, "end", where)
+        if end <= start:
+            raise self.error(f"ends at or before its start ({table['start']})", where, "end")
+        self.references(table, where, ids, required=False)
+        return {**table, "start": start, "end": end}
+
+    def route(self, table: Any, index: int, ids: set[str]) -> dict[str, Any]:
+        where = self.named(table, index, "notify")
+        self.references(table, where, ids, required=False)
+        return dict(table)
+
+    # ---- helpers --------------------------------------------------------------------------------
+
+    def named(self, table: Any, index: int, kind: str) -> str:
+        if not isinstance(table, dict):
+            raise self.error("expected a table", f"{kind} #{index + 1}")
+        ident = self.string(table, "id", f"{kind} #{index + 1}", required=True)
+        return f'{kind} "{ident}"'
+
+    def references(self, table: dict[str, Any], where: str, ids: set[str], *, required: bool) -> None:
+        refs: list[Any] = []
+        if "check" in table:
+            refs.append(table["check"])
+        if "checks" in table:
+            if not isinstance(table["checks"], list):
+                raise self.error("expected a list of check ids", where, "checks")
+            refs.extend(table["checks"])
+        if required and not refs:
+            raise self.error('names no check (add check = "<id>" or checks = [...])', where)
+        for ref in refs:
+            if not isinstance(ref, str):
+                raise self.error(f"expected a check id, got {_show(ref)}", where,
+                                 "check" if "check" in table else "checks")
+            if ref not in ids:
+                raise self.error(f'no check "{ref}" in this profile', where,
+                                 "check" if table.get("check") == ref else "checks")
+
+    def unique(self, tables: tuple[dict[str, Any], ...], kind: str) -> None:
+        seen: set[str] = set()
+        for table in tables:
+            if table["id"] in seen:
+                raise self.error(f'the id "{table["id"]}" is used twice', f'{kind} "{table["id"]}"', "id")
+            seen.add(table["id"])
+
+    def table(self, data: dict[str, Any], key: str, where: str, *, required: bool = False) -> dict[str, Any]:
+        if key not in data:
+            if required:
+                raise self.error(f"missing table {where}")
+            return {}
+        value = data[key]
+        if not isinstance(value, dict):
+            raise self.error(f"expected a table, got {_show(value)}", where if key != where.strip('[]') else None,
+                             None if key == where.strip("[]") else key)
+        return value
+
+    def array(self, data: dict[str, Any], key: str) -> list[Any]:
+        value = data.get(key, [])
+        if not isinstance(value, list):
+            raise self.error(f"expected [[{key}]] tables (an array of tables), got [{key}]")
+        return value
+
+    def known_keys(self, table: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+        for key in table:
+            if key not in keys:
+                raise self.error("unknown key; expected one of " + ", ".join(keys), where, key)
+
+    def string(self, table: dict[str, Any], key: str, where: str, *, required: bool = False) -> Any:
+        if key not in table:
+            if required:
+                raise self.error("required key is missing", where, key)
+            return None
+        value = table[key]
+        if not isinstance(value, str) or not value:
+            raise self.error(f"expected a non-empty string, got {_show(value)}", where, key)
+        return value
+
+    def duration(self, table: dict[str, Any], key: str, where: str) -> Duration | None:
+        if key not in table:
+            return None
+        try:
+            value = parse_duration(table[key])
+        except ValueError as exc:
+            raise self.error(str(exc), where, key) from None
+        if value <= 0:
+            raise self.error(f'expected a duration longer than zero, got "{table[key]}"', where, key)
+        return value
+
+    def moment(self, table: dict[str, Any], key: str, where: str) -> datetime:
+        if key not in table:
+            raise self.error("required key is missing", where, key)
+        value = table[key]
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            return value.astimezone(timezone.utc)
+        if isinstance(value, (datetime, date, time)):
+            raise self.error("expected a date-time with a UTC offset, like 2026-11-01T02:00:00+08:00",
+                             where, key)
+        raise self.error(f"expected a date-time like 2026-11-01T02:00:00+08:00, got {_show(value)}", where, key)
+
+
+_TYPE_WORDS = {
+    "int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false",
+    "object": "a table", "array": "a list", "null": "nothing", "Duration": 'a duration like "90s"',
+    "Secret": 'a secret reference { env = "NAME" } or { file = "path" }',
+}
+
+
+def _explain(message: str, data: dict[str, Any], config: type[ProbeConfig]) -> tuple[str | None, str]:
+    """Turn a msgspec validation message into (key, user-facing problem)."""
+    text, _, path = message.partition(" - at `$")
+    path = path.rstrip("`")
+    key = path.lstrip(".").replace("]", "").replace("[", ".") or None
+    if m := re.match(r"Object contains unknown field `(.+)`", text):
+        fields = ", ".join(config.__struct_fields__) or "none"
+        return (f"{key}.{m[1]}" if key else m[1]), f"unknown key; expected one of {fields}"
+    if m := re.match(r"Object missing required field `(.+)`", text):
+        return (f"{key}.{m[1]}" if key else m[1]), "required key is missing"
+    value: Any = data
+    for part in (key or "").split("."):
+        if not part:
+            continue
+        try:
+            value = value[int(part)] if isinstance(value, list) else value[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            value = None
+            break
+    if m := re.match(r"Expected `(.+?)`, got `(.+?)`", text):
+        wanted = " or ".join(_TYPE_WORDS.get(w.strip(), w.strip()) for w in m[1].split("|"))
+        return key, f"expected {wanted}, got {_show(value)}"
+    if text.startswith("Expected"):
+        return key, f"{text[0].lower()}{text[1:]}, got {_show(value)}".replace("`", "")
+    return key, text[0].lower() + text[1:]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)

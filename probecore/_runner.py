@@ -1,0 +1,115 @@
+"""One run of a profile: scheduler → pipeline → store, with signals and a clean shutdown."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from ._clock import SystemClock, WallClock
+from ._incidents import IncidentEvent
+from ._pipeline import ObservedCallback, Pipeline, StoredCallback
+from ._plugins import PluginHost
+from ._profile import Profile
+from ._record import SLIRecord
+from ._scheduler import DEFAULT_MAX_CONCURRENCY, DEFAULT_PER_HOST, Scheduler
+from ._store import Store
+
+
+SHUTDOWN_WRITE_ATTEMPTS = 5
+
+
+def default_vantage() -> str:
+    """The agent's name when ``--vantage`` is not given: the host name."""
+    return socket.gethostname() or "local"
+
+
+@dataclass
+class RunResult:
+    """What a run did: its records (``--once``) and counts, for the exit status and summary."""
+
+    records: list[SLIRecord] = field(default_factory=list)
+    events: list[IncidentEvent] = field(default_factory=list)
+    stored_records: int = 0
+    stopped_by: str | None = None
+
+    @property
+    def all_ok(self) -> bool:
+        return bool(self.records) and all(r.outcome == "ok" for r in self.records)
+
+
+@dataclass
+class RunOptions:
+    once: bool = False
+    vantage: str = field(default_factory=default_vantage)
+    clock: WallClock = field(default_factory=SystemClock)
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    per_host: int = DEFAULT_PER_HOST
+    duration: float | None = None
+    """Stop after this many seconds (trio time); ``None`` runs until a signal."""
+    flush_interval: float = 0.5
+    batch_size: int = 500
+    handle_signals: bool = True
+
+
+async def run_profile(profile: Profile, host: PluginHost, store: Store, options: RunOptions, *,
+                      on_observed: Sequence[ObservedCallback] = (),
+                      on_stored: Sequence[StoredCallback] = (),
+                      on_started: Any = None) -> RunResult:
+    """Run *profile* until ``duration`` passes, a signal arrives, or (``once``) every check ran.
+
+    Every record is stored before this returns: on SIGINT/SIGTERM the scheduler is cancelled,
+    then the pending batch is flushed (shielded) and the hooks see it.
+    """
+    result = RunResult()
+
+    def hooks(records: Sequence[SLIRecord], events: Sequence[IncidentEvent]) -> None:
+        for record in records:
+            host.record(record)
+        for event in events:
+            host.event(event)
+        result.events.extend(events)
+
+    pipeline = Pipeline(store, {c.full_id: c.confirm for c in profile.checks},
+                        on_observed=on_observed, on_stored=[hooks, *on_stored],
+                        batch_size=options.batch_size, flush_interval=options.flush_interval)
+    await pipeline.restore(options.vantage)
+    scheduler = Scheduler(profile.checks, host.probes, submit=pipeline.submit, clock=options.clock,
+                          vantage=options.vantage, max_concurrency=options.max_concurrency,
+                          per_host=options.per_host)
+    if on_started is not None:
+        on_started(scheduler)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run)
+            if options.handle_signals:
+                nursery.start_soon(_stop_on_signal, nursery.cancel_scope, result)
+            if options.once:
+                result.records = await scheduler.run_once()
+                nursery.cancel_scope.cancel()
+            else:
+                if options.duration is not None:
+                    nursery.cancel_scope.deadline = trio.current_time() + options.duration
+                await scheduler.run()
+    finally:
+        with trio.CancelScope(shield=True):
+            for _ in range(SHUTDOWN_WRITE_ATTEMPTS):
+                if await pipeline.flush():
+                    break
+                await trio.sleep(1.0)
+            else:  # the store keeps failing: put the records where a later import finds them
+                pipeline.rescue()
+        result.stored_records = pipeline.stored_records
+    return result
+
+
+async def _stop_on_signal(scope: trio.CancelScope, result: RunResult) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            result.stopped_by = signal.Signals(signum).name
+            scope.cancel()
+            return

@@ -1,0 +1,215 @@
+"""The trio scheduler: runs every check at its slots, with timeouts, retries and limits.
+
+Time rules: every wait goes through trio (``sleep_until``, cancel scopes), so a
+``trio.testing.MockClock`` can run a simulated month in milliseconds; wall-clock timestamps
+come from the injected :class:`~probecore._clock.WallClock`.
+
+Slots: a check with interval *I* runs at ``k·I + offset`` seconds after the Unix epoch, where
+the offset is derived from its id (:attr:`Check.phase_offset`). After a failed attempt the next
+attempt comes ``retry_interval`` after its start (if that is before the next slot) until the
+check recovers. An attempt that overruns one or more slots makes the scheduler skip and count
+them, rather than run a backlog.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import trio
+
+from ._durations import format_duration
+from ._errors import ProbecoreError
+from ._probe import CheckContext, ProbeKind
+from ._profile import Check
+from ._record import Failure, Observation, SLIRecord, format_timestamp
+from ._secrets import redact
+
+DEFAULT_MAX_CONCURRENCY = 256
+DEFAULT_PER_HOST = 16
+
+
+@dataclass
+class CheckStats:
+    """What the scheduler knows about one check while it runs."""
+
+    attempts: int = 0
+    missed_slots: int = 0
+    last: SLIRecord | None = None
+    next_due: float | None = None  # epoch seconds
+
+
+@dataclass
+class _Planned:
+    check: Check
+    kind: ProbeKind[Any]
+    owner: str
+    host_key: str | None
+    stats: CheckStats = field(default_factory=CheckStats)
+
+
+class Scheduler:
+    """Runs *checks* and hands every record to *submit* (synchronously, never blocking).
+
+    :param probes: the probe-kind registry; each check's kind is instantiated once.
+    :param clock: wall clock for record timestamps and slot alignment.
+    :param max_concurrency: attempts in flight at once, over all checks.
+    :param per_host: attempts in flight at once against one host.
+    """
+
+    def __init__(self, checks: Sequence[Check], probes: Any, *, submit: Callable[[SLIRecord], None],
+                 clock: Any, vantage: str, max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+                 per_host: int = DEFAULT_PER_HOST):
+        if max_concurrency < 1 or per_host < 1:
+            raise ValueError("concurrency limits must be at least 1")
+        self._submit = submit
+        self._clock = clock
+        self.vantage = vantage
+        self._limit = trio.CapacityLimiter(max_concurrency)
+        self._per_host = per_host
+        self._host_limits: dict[str, trio.CapacityLimiter] = {}
+        kinds: dict[str, ProbeKind[Any]] = {}
+        self._planned: list[_Planned] = []
+        for check in checks:
+            if check.probe not in kinds:
+                kinds[check.probe] = probes.get(check.probe)()
+            kind = kinds[check.probe]
+            self._planned.append(_Planned(check, kind, probes.owner(check.probe),
+                                          kind.host(check.config)))
+
+    @property
+    def stats(self) -> dict[str, CheckStats]:
+        """Per check (full id): attempts, missed slots, last record, next due time."""
+        return {p.check.full_id: p.stats for p in self._planned}
+
+    def _epoch(self) -> float:
+        return self._clock.now().timestamp()
+
+    async def run(self) -> None:
+        """Run every check at its slots until cancelled."""
+        async with trio.open_nursery() as nursery:
+            for planned in self._planned:
+                nursery.start_soon(self._loop, planned, name=f"check {planned.check.full_id}")
+
+    async def run_once(self) -> list[SLIRecord]:
+        """Run every check once, all at the same time, and return the records."""
+        records: list[SLIRecord] = []
+        now = self._epoch()
+
+        async def one(planned: _Planned) -> None:
+            records.append(await self._attempt(planned, now))
+
+        async with trio.open_nursery() as nursery:
+            for planned in self._planned:
+                nursery.start_soon(one, planned)
+        return records
+
+    async def _loop(self, planned: _Planned) -> None:
+        check, stats = planned.check, planned.stats
+        interval, offset = float(check.interval), check.phase_offset
+        slot = _next_slot(self._epoch(), interval, offset, inclusive=True)
+        while True:
+            stats.next_due = slot
+            await trio.sleep_until(trio.current_time() + max(0.0, slot - self._epoch()))
+            record = await self._attempt(planned, slot)
+            grid_next = _next_slot(slot, interval, offset, inclusive=False)
+            now = self._epoch()
+            if record.outcome != "ok" and check.retry_interval < interval:
+                retry_at = record.started.timestamp() + check.retry_interval
+                if retry_at < grid_next:
+                    slot = max(retry_at, now)
+                    continue
+            # Skip (and count) the slots this attempt overran instead of running a backlog.
+            missed = max(0, math.ceil((now - grid_next) / interval - 1e-9)) if now > grid_next else 0
+            stats.missed_slots += missed
+            slot = grid_next + missed * interval
+
+    async def _attempt(self, planned: _Planned, slot: float) -> SLIRecord:
+        check, kind = planned.check, planned.kind
+        ctx = CheckContext(check.full_id, self.vantage)
+        async with self._limit, self._host_limit(planned.host_key):
+            started = self._clock.now()
+            began = trio.current_time()
+            observation: Observation | None = None
+            with trio.move_on_after(check.timeout) as scope:
+                try:
+                    observation = await kind.check(check.config, ctx)
+                except ProbecoreError as exc:
+                    observation = Observation.error("probe_error", str(exc))
+                except Exception as exc:  # a plugin bug must not stop the other checks
+                    observation = Observation.error(
+                        "plugin_crash", f"plugin {planned.owner} raised {type(exc).__name__}: {exc}")
+            duration = trio.current_time() - began
+        if scope.cancelled_caught:
+            during = f" (during {ctx.current_phase})" if ctx.current_phase else ""
+            observation = Observation.fail(
+                "timeout", f"no result within {format_duration(check.timeout)}{during}")
+        elif not isinstance(observation, Observation):
+            observation = Observation.error(
+                "plugin_crash", f"plugin {planned.owner} returned {type(observation).__name__}, "
+                "not an Observation")
+        record = self._record(planned, ctx, observation, slot, started, duration)
+        planned.stats.attempts += 1
+        planned.stats.last = record
+        self._submit(record)
+        return record
+
+    def _host_limit(self, host: str | None) -> Any:
+        if host is None:
+            return _NO_LIMIT
+        limiter = self._host_limits.get(host)
+        if limiter is None:
+            limiter = self._host_limits[host] = trio.CapacityLimiter(self._per_host)
+        return limiter
+
+    def _record(self, planned: _Planned, ctx: CheckContext, obs: Observation, slot: float,
+                started: datetime, duration: float) -> SLIRecord:
+        check, kind = planned.check, planned.kind
+        secrets = set(ctx.revealed)
+        try:
+            target = obs.target or kind.target(check.config)
+        except Exception as exc:
+            target = f"<{check.probe}: target() raised {type(exc).__name__}>"
+        failure = obs.failure
+        outcome = obs.outcome
+        if outcome != "ok" and failure is None:
+            failure = Failure("unspecified", "unknown", "the probe gave no reason")
+        if outcome == "ok":
+            failure = None
+        if failure is not None and secrets:
+            failure = Failure(failure.code, failure.attribution, redact(failure.message, secrets))
+        details = obs.details
+        if secrets:
+            target = redact(target, secrets)
+            details = {k: redact(v, secrets) if isinstance(v, str) else v for k, v in details.items()}
+        unit = (obs.unit or kind.unit) if obs.value is not None else None
+        return SLIRecord(
+            check=check.full_id, probe=check.probe, target=target, vantage=self.vantage,
+            scheduled_at=format_timestamp(datetime.fromtimestamp(slot, timezone.utc)),
+            started_at=format_timestamp(started), duration_s=max(0.0, duration),
+            outcome=outcome, value=obs.value, unit=unit,
+            phases={**ctx.phases, **obs.phases}, failure=failure, details=details,
+            labels=check.labels)
+
+
+class _NoLimit:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LIMIT = _NoLimit()
+
+
+def _next_slot(moment: float, interval: float, offset: float, *, inclusive: bool) -> float:
+    """The first slot ``k·interval + offset`` at or after (*inclusive*) or after *moment*."""
+    k = math.ceil((moment - offset) / interval)
+    slot = k * interval + offset
+    if slot < moment - 1e-9 or (not inclusive and slot <= moment + 1e-9):
+        slot += interval
+    return slot

@@ -1,0 +1,91 @@
+"""The store contract, store URLs, and where the default store lives.
+
+Stores are plugins (``probecore_add_stores``), keyed by URL scheme. Their methods are plain
+synchronous calls: the core calls them from a worker thread (never on the event loop), one call
+at a time per store, and batches record writes. A store must keep every record and event it
+acknowledged, survive a ``kill -9`` between batches, and never keep a secret (records arrive
+with secrets already removed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from ._errors import UsageError
+from ._incidents import IncidentEvent
+from ._record import SLIRecord
+
+DATA_DIR_ENV = "PROBECORE_DATA_DIR"
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What a store back end implements. All methods are synchronous and may block."""
+
+    url: str
+    """Where the store is, as the user would write it (no password)."""
+
+    def write(self, records: Iterable[SLIRecord], events: Iterable[IncidentEvent]) -> None:
+        """Append *records* and *events* in one transaction; all or nothing.
+
+        Events are keyed by ``event_id``: writing an event already stored is not an error and
+        changes nothing (replays and restarts write the same events again).
+        """
+
+    def import_records(self, records: Iterable[SLIRecord]) -> tuple[int, int]:
+        """Add records, skipping those already stored (same check, vantage and start).
+
+        :returns: ``(added, skipped)``.
+        """
+
+    def records(self, *, check: str | None = None, prefix: str | None = None,
+                since: str | None = None, until: str | None = None) -> Iterator[SLIRecord]:
+        """Records in start order. *check* is a full id, *prefix* matches ``"<profile>/"``;
+        *since* (inclusive) and *until* (exclusive) are RFC 3339 timestamps."""
+
+    def tail(self, check: str, vantage: str) -> list[SLIRecord]:
+        """The records of *check* from *vantage* after its last ``ok`` one, in start order
+        (what the incident tracker needs to resume where a previous run stopped)."""
+
+    def events(self, *, check: str | None = None, prefix: str | None = None) -> Iterator[IncidentEvent]:
+        """Incident events in the order they happened."""
+
+    def close(self) -> None:
+        """Flush and release the store. Calling it twice is harmless."""
+
+
+StoreFactory = Callable[[str], Store]
+"""What a store plugin registers: ``factory(url) -> Store``, creating and migrating as needed."""
+
+
+def data_dir() -> Path:
+    """Where default stores live: ``$PROBECORE_DATA_DIR``, else ``$XDG_DATA_HOME/probecore``,
+    else ``~/.local/share/probecore``."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV])
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "probecore"
+
+
+def default_store_url(profile_name: str) -> str:
+    """The store a profile uses when no ``--store`` is given: one SQLite file per profile name."""
+    return f"sqlite:{data_dir() / (profile_name + '.sqlite3')}"
+
+
+def store_scheme(url: str) -> str:
+    """The scheme of a store URL; a bare path (``runs/site.db``) means SQLite."""
+    head, sep, _ = url.partition(":")
+    if sep and head and head.replace("+", "").isalnum() and len(head) > 1:
+        return head.split("+", 1)[0].lower()
+    return "sqlite"
+
+
+def open_store(url: str, factories: Callable[[str], StoreFactory]) -> Store:
+    """Open *url* with the factory the store registry has for its scheme."""
+    if not url:
+        raise UsageError("store: empty store URL")
+    factory = factories(store_scheme(url))
+    return factory(url)

@@ -1,0 +1,128 @@
+"""The kit for plugin authors (and probecore's own tests).
+
+* :func:`write_profile` — a profile file in a temp dir from a TOML string;
+* :class:`HookRecorder` — a plugin that keeps every record and event a run emits;
+* :class:`MemoryStore` — a store in memory that behaves like the real ones (dedup, ordering);
+* :func:`make_host` — a plugin manager with only the plugins a test names;
+* :func:`run_simulated` — run a profile under trio's ``MockClock`` from a fixed wall-clock start.
+
+The pytest plugin (:mod:`probecore.testing.pytest_plugin`, loaded automatically when probecore
+is installed) offers them as fixtures: ``probecore_host``, ``profile_file``, ``hook_recorder``.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .._clock import TrioWallClock
+from .._incidents import IncidentEvent
+from .._plugins import BUILTIN_PLUGINS, PluginHost, make_plugin_manager
+from .._profile import Profile
+from .._record import SLIRecord, timestamp_ms
+from .._runner import RunOptions, RunResult, run_profile
+from .._store import Store
+from ..hookspec import hookimpl
+
+__all__ = ["HookRecorder", "MemoryStore", "make_host", "run_simulated", "write_profile"]
+
+DEFAULT_START = datetime(2026, 11, 1, 0, 0, tzinfo=timezone.utc)
+
+
+def write_profile(directory: Path, text: str, name: str = "profile.toml") -> Path:
+    """Write *text* (dedented) to ``directory/name`` and return the path."""
+    path = Path(directory) / name
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+class HookRecorder:
+    """A plugin that keeps what the event hooks saw, in order."""
+
+    def __init__(self) -> None:
+        self.records: list[SLIRecord] = []
+        self.events: list[IncidentEvent] = []
+
+    @hookimpl
+    def probecore_record(self, record: SLIRecord) -> None:
+        self.records.append(record)
+
+    @hookimpl
+    def probecore_event(self, event: IncidentEvent) -> None:
+        self.events.append(event)
+
+
+class MemoryStore:
+    """A :class:`probecore.Store` in memory, with the same dedup and ordering rules as SQLite."""
+
+    url = "memory:"
+
+    def __init__(self) -> None:
+        self._records: dict[tuple[str, str, int], SLIRecord] = {}
+        self._events: dict[str, IncidentEvent] = {}
+        self.writes = 0
+        self.closed = False
+
+    def write(self, records: Iterable[SLIRecord], events: Iterable[IncidentEvent]) -> None:
+        self.import_records(records)
+        for event in events:
+            self._events.setdefault(event.event_id, event)
+        self.writes += 1
+
+    def import_records(self, records: Iterable[SLIRecord]) -> tuple[int, int]:
+        added = skipped = 0
+        for record in records:
+            key = (record.check, record.vantage, timestamp_ms(record.started_at))
+            if key in self._records:
+                skipped += 1
+            else:
+                self._records[key] = record
+                added += 1
+        return added, skipped
+
+    def records(self, *, check: str | None = None, prefix: str | None = None,
+                since: str | None = None, until: str | None = None) -> Iterator[SLIRecord]:
+        lo = timestamp_ms(since) if since else None
+        hi = timestamp_ms(until) if until else None
+        for key in sorted(self._records, key=lambda k: (k[2], k[0], k[1])):
+            record = self._records[key]
+            if check is not None and record.check != check:
+                continue
+            if prefix is not None and not record.check.startswith(prefix):
+                continue
+            if (lo is not None and key[2] < lo) or (hi is not None and key[2] >= hi):
+                continue
+            yield record
+
+    def tail(self, check: str, vantage: str) -> list[SLIRecord]:
+        mine = [r for r in self.records(check=check) if r.vantage == vantage]
+        last_ok = max((i for i, r in enumerate(mine) if r.outcome == "ok"), default=-1)
+        return mine[last_ok + 1:]
+
+    def events(self, *, check: str | None = None, prefix: str | None = None) -> Iterator[IncidentEvent]:
+        for event in self._events.values():
+            if (check is None or event.check == check) and (prefix is None or event.check.startswith(prefix)):
+                yield event
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def make_host(*plugins: object, builtins: Iterable[str] = BUILTIN_PLUGINS) -> PluginHost:
+    """A plugin manager with the built-ins (or those named) plus *plugins*, no entry points."""
+    return make_plugin_manager(builtins=builtins, autoload=False, extra=plugins)
+
+
+async def run_simulated(profile: Profile, host: PluginHost, *, store: Store | None = None,
+                        duration: float, start: datetime = DEFAULT_START, **options: Any) -> RunResult:
+    """Run *profile* for *duration* seconds of trio time with a wall clock starting at *start*.
+
+    Call it inside a test that runs under ``MockClock(autojump_threshold=0)`` (pytest-trio's
+    ``autojump_clock`` fixture) to simulate hours or months in milliseconds.
+    """
+    run_options = RunOptions(clock=TrioWallClock(start), duration=duration, vantage="test",
+                             handle_signals=False, **options)
+    return await run_profile(profile, host, store or MemoryStore(), run_options)
