@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write one SLI record per line to stdout (the default when stdout is not a terminal)")
     run.add_argument("--vantage", metavar="NAME", default=None,
                      help="name of this agent in the records (default: the host name)")
-    run.add_argument("--for", dest="run_for", metavar="DURATION", default=None,
+    run.add_argument("--for", dest="run_for", metavar="DURATION", default=None, type=_duration,
                      help='stop after DURATION, e.g. "10m" (default: run until stopped)')
     run.add_argument("--max-concurrency", type=_positive, default=DEFAULT_MAX_CONCURRENCY, metavar="N",
                      help=f"attempts in flight at once (default {DEFAULT_MAX_CONCURRENCY})")
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Starts small services on 127.0.0.1, runs the embedded demo "
                           "profile against them for a while with failures injected, stores the "
                           "records in SQLite and prints what happened.")
-    demo.add_argument("--for", dest="run_for", metavar="DURATION", default="20s",
+    demo.add_argument("--for", dest="run_for", metavar="DURATION", default=20.0, type=_duration,
                       help='how long to run (default "20s")')
     _store_option(demo)
     demo.add_argument("--json", action="store_true", help="write the records as JSON Lines too")
@@ -106,6 +106,16 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="URL", default=None,
                         help="where records go: sqlite:PATH or a path (default: one SQLite file per "
                         "profile in $PROBECORE_DATA_DIR, else ~/.local/share/probecore)")
+
+
+def _duration(text: str) -> float:
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f'expected a duration longer than zero, got "{text}"')
+    return value
 
 
 def _positive(text: str) -> int:
@@ -253,11 +263,8 @@ def cmd_run(args: argparse.Namespace, host: PluginHost) -> int:
     from ._display import JsonLines, LiveTable, make_console, results_table
 
     profile = load_profile(args.profile, host.probes)
-    duration = parse_duration(args.run_for) if args.run_for else None
-    if duration is not None and duration <= 0:
-        raise UsageError(f"{PROG} run: --for must be longer than zero")
     options = RunOptions(once=args.once, vantage=args.vantage or default_vantage(),
-                         max_concurrency=args.max_concurrency, per_host=args.per_host, duration=duration)
+                         max_concurrency=args.max_concurrency, per_host=args.per_host, duration=args.run_for)
     json_mode = args.json or not sys.stdout.isatty()
     store = _open(args.store, profile.name, host)
     try:
@@ -383,8 +390,7 @@ def read_records(name: str) -> list[SLIRecord]:
 def cmd_demo(args: argparse.Namespace, host: PluginHost) -> int:
     from ._demo import run_demo
 
-    duration = parse_duration(args.run_for)
-    return run_demo(host, duration=duration, store_url=args.store, json_mode=args.json)
+    return run_demo(host, duration=args.run_for, store_url=args.store, json_mode=args.json)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -220,12 +220,21 @@ def make_plugin_manager(
             if ep.dist is not None:
                 versions[ep.name] = ep.dist.version
     for plugin in extra:
-        _register(pm, plugin, None)
+        _register(pm, plugin, _unique_name(pm, plugin))
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin {pm.get_name(exc.plugin)}: {_first_line(exc)}") from exc
     return PluginHost(pm, builtin_names, versions)
+
+
+def _unique_name(pm: pluggy.PluginManager, plugin: object) -> str:
+    base = getattr(plugin, "__name__", None) or type(plugin).__name__
+    name, n = base, 1
+    while pm.has_plugin(name) or pm.is_blocked(name):
+        n += 1
+        name = f"{base}-{n}"
+    return name
 
 
 def _register(pm: pluggy.PluginManager, plugin: object, name: str | None) -> None:

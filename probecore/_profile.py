@@ -162,10 +162,16 @@ class _Loader:
             "interval": DEFAULT_INTERVAL, "timeout": DEFAULT_TIMEOUT, "confirm": DEFAULT_CONFIRM,
             "labels": {}})
 
-        checks = [self.check(item, i, name, base) for i, item in enumerate(self.array(data, "check"))]
+        checks: list[Check] = []
+        ids: set[str] = set()
+        for i, item in enumerate(self.array(data, "check")):
+            check = self.check(item, i, name, base)
+            if check.id in ids:
+                raise self.error(f'the id "{check.id}" is used by an earlier check', f'check #{i + 1}', "id")
+            ids.add(check.id)
+            checks.append(check)
         if not checks:
             raise self.error("no [[check]] tables; a profile needs at least one check")
-        ids = {c.id for c in checks}
         objectives = tuple(self.objective(t, i, ids) for i, t in enumerate(self.array(data, "objective")))
         maintenance = tuple(self.maintenance(t, i, ids) for i, t in enumerate(self.array(data, "maintenance")))
         notify = tuple(self.route(t, i, ids) for i, t in enumerate(self.array(data, "notify")))

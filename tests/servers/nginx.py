@@ -1,0 +1,148 @@
+"""A real nginx on 127.0.0.1, for tests that need a web server (or any TCP service that answers).
+
+Load it with ``pytest_plugins = ["tests.servers.nginx"]`` in a test module and ask for the
+``nginx`` fixture: an :class:`Nginx` with ``host``, ``port`` and ``url``. Do not import this
+module there at run time (pytest must be the first to import it, to rewrite and register it);
+``if TYPE_CHECKING: from tests.servers.nginx import Nginx`` is fine. One server per session;
+its config, pid file, logs, temp paths and www root live in a temp dir.
+
+The server answers ``GET /`` with ``index.html`` (``probecore test page``) and ``GET /fast``
+with ``ok``. nginx comes from the machine's packages (``nginx-light`` on Debian); ``./dev test``
+installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.servers import HOST, accepts, free_port
+
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+PORT_ATTEMPTS = 5
+INDEX_TEXT = "probecore test page\n"
+
+CONFIG = """\
+{user}worker_processes 1;
+daemon off;
+master_process on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen {host}:{port};
+        server_name localhost;
+        root {dir}/www;
+        location = /fast {{ default_type text/plain; return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+@dataclass(frozen=True)
+class Nginx:
+    """A running nginx: where it listens and where its files are."""
+
+    host: str
+    port: int
+    directory: Path
+    pid: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    @property
+    def error_log(self) -> Path:
+        return self.directory / "error.log"
+
+
+def nginx_binary() -> str:
+    """The nginx executable, or a test failure that says how to get one."""
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
+    if found is None:
+        pytest.fail("nginx is not installed; run the tests with './dev test', which installs it "
+                    "(or: apt-get install nginx-light)", pytrace=False)
+    return found
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()  # SIGTERM: nginx's fast shutdown; the master stops its workers
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT)
+
+
+def start_nginx(directory: Path) -> tuple[Nginx, subprocess.Popen[bytes]]:
+    """Write a config into *directory* and start nginx on a free port; wait until it accepts."""
+    binary = nginx_binary()
+    for sub in ("www", "tmp"):
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+    (directory / "www" / "index.html").write_text(INDEX_TEXT)
+    # Workers read the www root in a 0700 temp dir: as root, let them run as root too.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    problems = []
+    for _ in range(PORT_ATTEMPTS):
+        port = free_port()
+        conf = directory / "nginx.conf"
+        conf.write_text(CONFIG.format(user=user, dir=directory, host=HOST, port=port))
+        error_log = directory / "error.log"
+        error_log.unlink(missing_ok=True)
+        with open(directory / "stderr.log", "wb") as stderr:
+            proc = subprocess.Popen(
+                [binary, "-p", str(directory), "-c", str(conf), "-e", str(error_log)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and proc.poll() is None:
+            if accepts(HOST, port):
+                return Nginx(HOST, port, directory, proc.pid), proc
+            time.sleep(0.02)
+        status = (f"exited with status {proc.returncode}" if proc.poll() is not None
+                  else f"did not accept connections within {START_TIMEOUT:g}s")
+        _stop(proc)
+        log, stderr_text = _read(error_log), _read(directory / "stderr.log")
+        if "Address already in use" in log + stderr_text:  # someone took the port: try another
+            problems.append(f"port {port} taken")
+            continue
+        pytest.fail(f"nginx ({binary}) on {HOST}:{port} {status}.\n"
+                    f"error log ({error_log}):\n{log or '(empty)'}"
+                    + (f"\nstderr:\n{stderr_text}" if stderr_text else ""), pytrace=False)
+    pytest.fail(f"nginx could not get a free port after {PORT_ATTEMPTS} tries: {'; '.join(problems)}",
+                pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
+    """A real nginx on ``127.0.0.1:<free port>`` for the whole session (stopped at its end)."""
+    server, proc = start_nginx(tmp_path_factory.mktemp("nginx"))
+    try:
+        yield server
+    finally:
+        _stop(proc)
