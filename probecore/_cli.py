@@ -188,6 +188,7 @@ def cmd_check(args: argparse.Namespace, host: PluginHost) -> int:
 
     from ._display import make_console
     from ._durations import format_duration
+    from ._probe import describe_target
 
     profile = load_profile(args.profile, host.probes)
     console = make_console()
@@ -200,7 +201,7 @@ def cmd_check(args: argparse.Namespace, host: PluginHost) -> int:
         table.add_column(name)
     for check in profile.checks:
         kind = host.probes.get(check.probe)()
-        table.add_row(check.id, check.probe, kind.target(check.config), format_duration(check.interval),
+        table.add_row(check.id, check.probe, describe_target(kind, check.config), format_duration(check.interval),
                       format_duration(check.timeout), format_duration(check.retry_interval),
                       str(check.confirm), f"+{check.phase_offset:g}s")
     console.print(table)

@@ -117,7 +117,7 @@ class PluginHost:
         if hook_name not in self._registries:
             registry: Registry[Any] = Registry(what)
             caller = getattr(self.pm.hook, hook_name)
-            for impl in reversed(caller.get_hookimpls()):  # registration order
+            for impl in caller.get_hookimpls():  # registration order: a later duplicate is blamed
                 registry._plugin = impl.plugin_name
                 try:
                     impl.function(registry=registry)
@@ -221,10 +221,7 @@ def make_plugin_manager(
                 versions[ep.name] = ep.dist.version
     for plugin in extra:
         _register(pm, plugin, _unique_name(pm, plugin))
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {pm.get_name(exc.plugin)}: {_first_line(exc)}") from exc
+    _reject_unknown_hooks(pm)
     return PluginHost(pm, builtin_names, versions)
 
 
@@ -242,9 +239,25 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str | None) -> Non
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {name or plugin!r}: {_first_line(exc)}") from exc
+        raise PluginError(f"plugin {name or repr(plugin)}: {_first_line(exc)}") from exc
     except ValueError as exc:  # same name twice
-        raise PluginError(f"plugin {name or plugin!r}: {exc}") from exc
+        raise PluginError(f"plugin {name or repr(plugin)}: {exc}") from exc
+
+
+def _reject_unknown_hooks(pm: pluggy.PluginManager) -> None:
+    """A decorated function whose name is no hook (a typo) would never be called: refuse it."""
+    known = [name for name in dir(hookspec) if name.startswith("probecore_")]
+    for name in sorted(vars(pm.hook)):
+        caller = getattr(pm.hook, name)
+        if not isinstance(caller, pluggy.HookCaller) or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.optionalhook:
+                continue
+            hint = difflib.get_close_matches(name, known, n=1)
+            raise PluginError(f"plugin {impl.plugin_name}: {name} is not a probecore hook"
+                              + (f" (did you mean {hint[0]}?)" if hint else "")
+                              + "; the hooks are listed in probecore/hookspec.py")
 
 
 def _reject_undecorated_hooks(plugin: object, name: str | None) -> None:
@@ -254,7 +267,7 @@ def _reject_undecorated_hooks(plugin: object, name: str | None) -> None:
             continue
         value = getattr(plugin, attr, None)
         if callable(value) and not hasattr(value, hookspec.PROJECT + "_impl"):
-            raise PluginError(f"plugin {name or plugin!r}: {attr} looks like a hook but is not "
+            raise PluginError(f"plugin {name or repr(plugin)}: {attr} looks like a hook but is not "
                               "decorated with @probecore.hookimpl")
 
 

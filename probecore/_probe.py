@@ -94,3 +94,11 @@ class ProbeKind(Generic[C]):
         config = cls.__dict__.get("Config")
         if config is not None and not (isinstance(config, type) and issubclass(config, ProbeConfig)):
             raise TypeError(f"{cls.__qualname__}.Config must subclass probecore.ProbeConfig")
+
+
+def describe_target(kind: ProbeKind[Any], config: ProbeConfig) -> str:
+    """``kind.target(config)``, or a placeholder naming the failure if the plugin's code raises."""
+    try:
+        return kind.target(config)
+    except Exception as exc:
+        return f"<{kind.kind}: target() raised {type(exc).__name__}>"

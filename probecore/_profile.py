@@ -8,6 +8,7 @@ key and what was expected; the loader never lets a traceback reach the user.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
+import msgspec.inspect
 
 from ._durations import Duration, format_duration, parse_duration
 from ._errors import ProfileError, UsageError
@@ -150,11 +152,21 @@ class _Loader:
         fee = None
         if "fee" in head:
             fee_table = self.table(head, "fee", "[profile]")
-            self.known_keys(fee_table, ("monthly", "currency"), "[profile] fee")
-            monthly = fee_table.get("monthly")
-            if isinstance(monthly, bool) or not isinstance(monthly, (int, float)) or monthly < 0:
+            for key in fee_table:
+                if key not in ("monthly", "currency"):
+                    raise self.error("unknown key; expected one of monthly, currency", "[profile]", f"fee.{key}")
+            if "monthly" not in fee_table:
+                raise self.error("required key is missing", "[profile]", "fee.monthly")
+            monthly = fee_table["monthly"]
+            if (isinstance(monthly, bool) or not isinstance(monthly, (int, float)) or not math.isfinite(monthly)
+                    or monthly < 0):
                 raise self.error(f"expected a non-negative number, got {_show(monthly)}", "[profile]", "fee.monthly")
-            fee = Fee(float(monthly), self.string(fee_table, "currency", "[profile] fee", required=True))
+            if "currency" not in fee_table:
+                raise self.error("required key is missing", "[profile]", "fee.currency")
+            currency = fee_table["currency"]
+            if not isinstance(currency, str) or not currency:
+                raise self.error(f"expected a non-empty string, got {_show(currency)}", "[profile]", "fee.currency")
+            fee = Fee(float(monthly), currency)
 
         defaults = self.table(data, "defaults", "[defaults]")
         self.known_keys(defaults, DEFAULT_KEYS, "[defaults]")
@@ -216,6 +228,9 @@ class _Loader:
                 raise self.error('expected a table of strings, like { team = "web" }', where, "labels")
             labels.update(given)
         if timeout > interval:
+            if "interval" in table and "timeout" not in table:
+                raise self.error(f"{format_duration(interval)} is shorter than the timeout "
+                                 f"{format_duration(timeout)}", where, "interval")
             raise self.error(f"{format_duration(timeout)} is longer than the interval "
                              f"{format_duration(interval)}", where, "timeout")
         if retry > interval:
@@ -310,8 +325,8 @@ class _Loader:
             return {}
         value = data[key]
         if not isinstance(value, dict):
-            raise self.error(f"expected a table, got {_show(value)}", where if key != where.strip('[]') else None,
-                             None if key == where.strip("[]") else key)
+            top = key == where.strip("[]")
+            raise self.error(f"expected a table, got {_show(value)}", where, None if top else key)
         return value
 
     def array(self, data: dict[str, Any], key: str) -> list[Any]:
@@ -387,9 +402,28 @@ def _explain(message: str, data: dict[str, Any], config: type[ProbeConfig]) -> t
     if m := re.match(r"Expected `(.+?)`, got `(.+?)`", text):
         wanted = " or ".join(_TYPE_WORDS.get(w.strip(), w.strip()) for w in m[1].split("|"))
         return key, f"expected {wanted}, got {_show(value)}"
+    if m := re.match(r"Expected `(\w+)` (of length )?[<>]=? ?-?\d", text):
+        info = _field_info(config, key)
+        word = _TYPE_WORDS.get(m[1], m[1])
+        if m[1] == "str" and getattr(info, "min_length", None) == 1 and getattr(info, "max_length", None) is None:
+            return key, f"expected a non-empty string, got {_show(value)}"
+        lo, hi = getattr(info, "ge", None), getattr(info, "le", None)
+        if lo is not None and hi is not None:
+            return key, f"expected {word} from {lo} to {hi}, got {_show(value)}"
+        bound = text.split("`", 2)[2].strip()  # e.g. ">= 1"
+        return key, f"expected {word} {bound}, got {_show(value)}"
     if text.startswith("Expected"):
         return key, f"{text[0].lower()}{text[1:]}, got {_show(value)}".replace("`", "")
     return key, text[0].lower() + text[1:]
+
+
+def _field_info(config: type[ProbeConfig], key: str | None) -> Any:
+    if not key or "." in key:
+        return None
+    for f in msgspec.inspect.type_info(config).fields:
+        if f.name == key:
+            return f.type
+    return None
 
 
 def _show(value: Any) -> str:

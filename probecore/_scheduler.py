@@ -23,7 +23,7 @@ import trio
 
 from ._durations import format_duration
 from ._errors import ProbecoreError
-from ._probe import CheckContext, ProbeKind
+from ._probe import CheckContext, ProbeKind, describe_target
 from ._profile import Check
 from ._record import Failure, Observation, SLIRecord, format_timestamp
 from ._secrets import redact
@@ -169,10 +169,7 @@ class Scheduler:
                 started: datetime, duration: float) -> SLIRecord:
         check, kind = planned.check, planned.kind
         secrets = set(ctx.revealed)
-        try:
-            target = obs.target or kind.target(check.config)
-        except Exception as exc:
-            target = f"<{check.probe}: target() raised {type(exc).__name__}>"
+        target = obs.target or describe_target(kind, check.config)
         failure = obs.failure
         outcome = obs.outcome
         if outcome != "ok" and failure is None:

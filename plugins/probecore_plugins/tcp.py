@@ -49,24 +49,31 @@ class TcpProbe(ProbeKind[TcpConfig]):
         return config.host
 
     async def check(self, config: TcpConfig, ctx: CheckContext) -> Observation:
-        address = config.host
-        if not _is_address(address):
+        addresses = [config.host]
+        if not _is_address(config.host):
             with ctx.phase("resolve"):
                 try:
                     infos = await trio.socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)
                 except socket.gaierror as exc:
                     return Observation.fail("resolve_failed", f"cannot resolve {config.host}: {exc.strerror}",
                                             attribution="unknown")
-            address = infos[0][4][0]
+            addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        # Every address in turn, as a client would: a service that listens only on IPv4 is up
+        # even where the name resolves to ::1 first.
         with ctx.phase("connect"):
-            try:
-                stream = await trio.open_tcp_stream(address, config.port)
-            except OSError as exc:
-                refused = _refused(exc)
+            errors: list[OSError] = []
+            for address in addresses:
+                try:
+                    stream = await trio.open_tcp_stream(address, config.port)
+                    break
+                except OSError as exc:
+                    errors.append(exc)
+            else:
+                refused = all(_refused(exc) for exc in errors)
                 return Observation.fail(
                     "connect_refused" if refused else "connect_failed",
-                    f"connect to {address} port {config.port}: {_reason(exc)}",
-                    details={"address": address})
+                    f"connect to {', '.join(addresses)} port {config.port}: {_reason(errors[-1])}",
+                    details={"address": addresses[-1]})
         connect_s = ctx.phases["connect"]
         details: dict[str, str | int | float | bool | None] = {"address": address}
         async with stream:

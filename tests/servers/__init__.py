@@ -21,11 +21,3 @@ def free_port(host: str = HOST) -> int:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 
-
-def accepts(host: str, port: int, timeout: float = 0.2) -> bool:
-    """Whether a TCP connection to *host*:*port* can be made right now."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import HOST, accepts, free_port
+from tests.servers import HOST, free_port
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -90,6 +91,25 @@ def _read(path: Path) -> str:
         return ""
 
 
+def _ready(directory: Path, pid: int, port: int) -> bool:
+    """Whether *this* nginx serves on *port*: another process may hold the port meanwhile.
+
+    nginx writes its pid file only after it has bound its listening sockets; then a request
+    to ``/fast`` must be answered by nginx.
+    """
+    if _read(directory / "nginx.pid") != str(pid):
+        return False
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as sock:
+            sock.sendall(b"GET /fast HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+    except OSError:
+        return False
+    return answer.startswith(b"HTTP/1.1 200 ") and b"\r\nServer: nginx" in answer
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()  # SIGTERM: nginx's fast shutdown; the master stops its workers
@@ -101,7 +121,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def start_nginx(directory: Path) -> tuple[Nginx, subprocess.Popen[bytes]]:
-    """Write a config into *directory* and start nginx on a free port; wait until it accepts."""
+    """Write a config into *directory* and start nginx on a free port; wait until it answers."""
     binary = nginx_binary()
     for sub in ("www", "tmp"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
@@ -115,17 +135,18 @@ def start_nginx(directory: Path) -> tuple[Nginx, subprocess.Popen[bytes]]:
         conf.write_text(CONFIG.format(user=user, dir=directory, host=HOST, port=port))
         error_log = directory / "error.log"
         error_log.unlink(missing_ok=True)
+        (directory / "nginx.pid").unlink(missing_ok=True)
         with open(directory / "stderr.log", "wb") as stderr:
             proc = subprocess.Popen(
                 [binary, "-p", str(directory), "-c", str(conf), "-e", str(error_log)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and proc.poll() is None:
-            if accepts(HOST, port):
+            if _ready(directory, proc.pid, port):
                 return Nginx(HOST, port, directory, proc.pid), proc
             time.sleep(0.02)
         status = (f"exited with status {proc.returncode}" if proc.poll() is not None
-                  else f"did not accept connections within {START_TIMEOUT:g}s")
+                  else f"did not answer HTTP within {START_TIMEOUT:g}s")
         _stop(proc)
         log, stderr_text = _read(error_log), _read(directory / "stderr.log")
         if "Address already in use" in log + stderr_text:  # someone took the port: try another
