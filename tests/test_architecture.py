@@ -56,7 +56,9 @@ def test_core_imports_no_plugin():
 
 
 def test_builtins_are_named_in_one_tuple_and_all_exist():
-    modules = {p.stem for p in (ROOT / "plugins" / "probecore_plugins").glob("*.py") if p.stem != "__init__"}
+    package = ROOT / "plugins" / "probecore_plugins"
+    modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+    modules |= {p.parent.name for p in package.glob("*/__init__.py")}  # plugins that are packages
     assert {name.rsplit(".", 1)[1] for name in BUILTIN_PLUGINS} == modules
     # Plugin module names appear as code (string constants) in one module only.
     mentions = []
