@@ -31,12 +31,16 @@ class Pipeline:
     :param confirm: the ``confirm`` count of every check (full id), for its incident tracker.
     :param on_observed: called at once for each record and its events (live displays).
     :param on_stored: called with each batch after it is committed (hooks, JSON output).
+    :param attribute: the cross-check attribution rules (:class:`~probecore._attribution.Attributor`),
+        applied to each record before anything else sees it.
     """
 
     def __init__(self, store: Store, confirm: dict[str, int], *,
                  on_observed: Sequence[ObservedCallback] = (), on_stored: Sequence[StoredCallback] = (),
-                 batch_size: int = 500, flush_interval: float = 0.5, warn: Callable[[str], None] | None = None):
+                 batch_size: int = 500, flush_interval: float = 0.5, warn: Callable[[str], None] | None = None,
+                 attribute: Callable[[SLIRecord], SLIRecord] | None = None):
         self.store = store
+        self._attribute = attribute
         self._confirm = confirm
         self._trackers: dict[tuple[str, str], IncidentTracker] = {}
         self._records: list[SLIRecord] = []
@@ -68,6 +72,8 @@ class Pipeline:
 
     def submit(self, record: SLIRecord) -> None:
         """Take one record from the scheduler. Never blocks."""
+        if self._attribute is not None:
+            record = self._attribute(record)
         events = self.tracker(record.check, record.vantage).feed(record)
         self._records.append(record)
         self._events.extend(events)

@@ -28,7 +28,7 @@ from ._secrets import Secret
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 OPERATORS = ("<", "<=", ">=", ">")
 TABLES = ("profile", "defaults", "check", "objective", "maintenance", "notify")
-CHECK_KEYS = ("id", "probe", "interval", "timeout", "retry_interval", "confirm", "labels")
+CHECK_KEYS = ("id", "probe", "interval", "timeout", "retry_interval", "confirm", "labels", "binding")
 DEFAULT_KEYS = ("interval", "timeout", "retry_interval", "confirm", "labels")
 PROFILE_KEYS = ("name", "contract", "timezone", "fee", "description")
 
@@ -50,6 +50,8 @@ class Check:
     labels: dict[str, str]
     config: ProbeConfig
     profile: str
+    binding: str | None = None
+    """Id of the check that says whether this check's target is bound right (e.g. its DNS)."""
 
     @property
     def full_id(self) -> str:
@@ -184,6 +186,9 @@ class _Loader:
             checks.append(check)
         if not checks:
             raise self.error("no [[check]] tables; a profile needs at least one check")
+        for check in checks:
+            if check.binding is not None and check.binding not in ids:
+                raise self.error(f'no check "{check.binding}" in this profile', f'check "{check.id}"', "binding")
         objectives = tuple(self.objective(t, i, ids) for i, t in enumerate(self.array(data, "objective")))
         maintenance = tuple(self.maintenance(t, i, ids) for i, t in enumerate(self.array(data, "maintenance")))
         notify = tuple(self.route(t, i, ids) for i, t in enumerate(self.array(data, "notify")))
@@ -212,7 +217,10 @@ class _Loader:
         timing = self.timing(table, where, base)
         own = {k: v for k, v in table.items() if k not in CHECK_KEYS}
         config = self.probe_config(kind, own, where)
-        return Check(id=check_id, probe=kind_name, config=config, profile=profile, **timing)
+        binding = self.string(table, "binding", where)
+        if binding == check_id:
+            raise self.error("a check cannot be its own binding", where, "binding")
+        return Check(id=check_id, probe=kind_name, config=config, profile=profile, binding=binding, **timing)
 
     def timing(self, table: dict[str, Any], where: str, base: dict[str, Any]) -> dict[str, Any]:
         interval = self.duration(table, "interval", where) or base["interval"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import trio
 
+from ._attribution import Attributor
 from ._clock import SystemClock, WallClock
 from ._incidents import IncidentEvent
 from ._pipeline import ObservedCallback, Pipeline, StoredCallback
@@ -33,6 +34,7 @@ class RunResult:
     """What a run did: its records (``--once``) and counts, for the exit status and summary."""
 
     records: list[SLIRecord] = field(default_factory=list)
+    """With ``once``: the run's records, as stored (attribution rules applied)."""
     events: list[IncidentEvent] = field(default_factory=list)
     stored_records: int = 0
     stopped_by: str | None = None
@@ -74,8 +76,13 @@ async def run_profile(profile: Profile, host: PluginHost, store: Store, options:
             host.event(event)
         result.events.extend(events)
 
+    def collect(record: SLIRecord, events: Sequence[IncidentEvent]) -> None:
+        result.records.append(record)
+
     pipeline = Pipeline(store, {c.full_id: c.confirm for c in profile.checks},
-                        on_observed=on_observed, on_stored=[hooks, *on_stored],
+                        attribute=Attributor(profile.checks),
+                        on_observed=[collect, *on_observed] if options.once else on_observed,
+                        on_stored=[hooks, *on_stored],
                         batch_size=options.batch_size, flush_interval=options.flush_interval)
     await pipeline.restore(options.vantage)
     scheduler = Scheduler(profile.checks, host.probes, submit=pipeline.submit, clock=options.clock,
@@ -89,7 +96,7 @@ async def run_profile(profile: Profile, host: PluginHost, store: Store, options:
             if options.handle_signals:
                 nursery.start_soon(_stop_on_signal, nursery.cancel_scope, result)
             if options.once:
-                result.records = await scheduler.run_once()
+                await scheduler.run_once()
                 nursery.cancel_scope.cancel()
             else:
                 if options.duration is not None:

@@ -19,6 +19,8 @@ class ScriptedConfig(ProbeConfig):
     host: str | None = None
     secret: probecore.Secret | None = None
     wrong_return: bool = False
+    code: str = "scripted_failure"
+    attribution: str = "provider"
 
 
 class ScriptedProbe(ProbeKind[ScriptedConfig]):
@@ -54,7 +56,8 @@ class ScriptedProbe(ProbeKind[ScriptedConfig]):
             return Observation.fail("auth_rejected", f"server said: bad password {value}",
                                     attribution="customer", details={"echo": value})
         if config.fail_always or number <= config.fail_first:
-            return Observation.fail("scripted_failure", f"attempt {number} fails")
+            return Observation.fail(config.code, f"attempt {number} fails",
+                                    attribution=config.attribution)  # type: ignore[arg-type]
         return Observation.ok(0.001 * number)
 
 
