@@ -6,12 +6,14 @@ tracker and the store see it, so the live run, the stored records and any later 
 
 Binding (contract 001 §2.2.2.3): a check may name a *binding* check (``binding = "site-dns"``)
 that says whether its target is reachable the way the contract assumes (the site's name points
-at the hosting server). While the binding check's latest record, no older than its staleness
-limit, is a ``fail`` attributed to someone other than the provider (the customer's zone points
-elsewhere: ``mismatch``, ``nxdomain``), a provider-attributed ``fail`` of the bound check is
-attributed to that party instead, and says so in its message and in
-``details["probecore.binding"]``. A binding record that is ``ok``, ``error`` (no evidence),
-a provider failure, or stale changes nothing.
+at the hosting server). A binding check's probe says the binding is wrong with a ``fail`` record
+whose ``details["binding"]`` is ``"elsewhere"`` (the dns probe does, for ``mismatch`` and
+``nxdomain``). While the binding check's latest record, no older than its staleness limit, says
+so and is attributed to someone other than the provider (the customer runs the zone), a
+provider-attributed ``fail`` of the bound check is attributed to that party instead, and says so
+in its message and in ``details["probecore.binding"]``. Any other binding record (``ok``,
+``error``, a failure that leaves the binding right such as a low TTL, a provider failure, or a
+stale one) changes nothing.
 
 The rule is idempotent: a record already attributed away from the provider is left as it is, so
 stored records can be passed through again (import, evaluation) with the same result.
@@ -30,6 +32,10 @@ STALENESS_FACTOR = 2.0
 """A binding record speaks for at most its check's interval × this factor (plus its timeout)."""
 
 BINDING_DETAIL = "probecore.binding"
+BINDING_VERDICT = "binding"
+"""The ``details`` key in which a binding check's probe states its verdict."""
+ELSEWHERE = "elsewhere"
+"""The verdict that the target is bound elsewhere than the contract assumes."""
 
 
 class Attributor:
@@ -57,6 +63,7 @@ class Attributor:
             return record
         evidence = self._latest.get((binding, record.vantage))
         if evidence is None or evidence.outcome != "fail" or evidence.failure is None \
+                or evidence.details.get(BINDING_VERDICT) != ELSEWHERE \
                 or evidence.failure.attribution == "provider":
             return record
         age = (record.started - evidence.started).total_seconds()

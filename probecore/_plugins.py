@@ -23,6 +23,7 @@ from ._errors import PluginError, UsageError
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "probecore_plugins.tcp",
+    "probecore_plugins.dns",
     "probecore_plugins.sqlite",
 )
 """Module names of the built-in plugins, registered in this order before any third party."""

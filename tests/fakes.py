@@ -21,6 +21,7 @@ class ScriptedConfig(ProbeConfig):
     wrong_return: bool = False
     code: str = "scripted_failure"
     attribution: str = "provider"
+    details: dict[str, str] = {}
 
 
 class ScriptedProbe(ProbeKind[ScriptedConfig]):
@@ -56,7 +57,7 @@ class ScriptedProbe(ProbeKind[ScriptedConfig]):
             return Observation.fail("auth_rejected", f"server said: bad password {value}",
                                     attribution="customer", details={"echo": value})
         if config.fail_always or number <= config.fail_first:
-            return Observation.fail(config.code, f"attempt {number} fails",
+            return Observation.fail(config.code, f"attempt {number} fails", details=dict(config.details),
                                     attribution=config.attribution)  # type: ignore[arg-type]
         return Observation.ok(0.001 * number)
 

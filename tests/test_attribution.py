@@ -29,7 +29,8 @@ probe = "scripted"
 {dns}
 """
 
-WRONG_BINDING = 'fail_always = true\ncode = "mismatch"\nattribution = "customer"'
+WRONG_BINDING = ('fail_always = true\ncode = "mismatch"\nattribution = "customer"\n'
+                 'details = { binding = "elsewhere" }')
 
 
 def load(tmp_path, dns_keys: str):
@@ -41,8 +42,11 @@ def record(check: str, minute: float, outcome: str = "fail", attribution: str = 
            code: str = "timeout", vantage: str = "v") -> SLIRecord:
     at = format_timestamp(DEFAULT_START + timedelta(minutes=minute))
     failure = None if outcome == "ok" else Failure(code, attribution, "down")
+    # Binding-check records state their verdict as the dns probe does.
+    details = {"binding": "elsewhere"} if code in ("mismatch", "nxdomain") else {}
     return SLIRecord(check=f"acme/{check}", probe="scripted", target="t", vantage=vantage,
-                     scheduled_at=at, started_at=at, duration_s=0.1, outcome=outcome, failure=failure)
+                     scheduled_at=at, started_at=at, duration_s=0.1, outcome=outcome, failure=failure,
+                     details=details)
 
 
 @pytest.fixture
@@ -68,6 +72,7 @@ def test_failure_while_binding_is_wrong_goes_to_the_bindings_party(attributor):
     record("site-dns", 0, attribution="customer", code="mismatch", vantage="other"),  # elsewhere
     record("site-dns", -3, attribution="customer", code="mismatch"),       # stale (> 2 × 1m + 10s)
     record("site-dns", 1, attribution="customer", code="mismatch"),        # after the failure
+    record("site-dns", 0, attribution="customer", code="ttl_low"),         # bound right, TTL low
 ])
 def test_failure_stays_the_providers_without_current_evidence(attributor, evidence):
     attributor(evidence)

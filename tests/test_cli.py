@@ -68,8 +68,8 @@ def test_blocking_a_builtin_removes_its_probe_kind(capsysbinary, tmp_path):
     (tmp_path / "p.toml").write_text(PROFILE)
     status, _, err = run_cli(capsysbinary, "--no-plugin", "probecore_plugins.tcp", "check", str(tmp_path / "p.toml"))
     assert status == 2
-    assert err == (f'probe: error: {tmp_path / "p.toml"}: check "c": key "probe": unknown probe kind "tcp"; '
-                   "installed: none\n")
+    assert err.startswith(f'probe: error: {tmp_path / "p.toml"}: check "c": key "probe": unknown probe kind "tcp"')
+    assert "tcp" not in err.split("installed:")[1]
 
 
 def test_import_then_export_round_trips(capsysbinary, tmp_path):
