@@ -70,6 +70,19 @@ def slots_in_window(start: float, end: float, interval: float, offset: float) ->
 
 
 def peak_rss_mib() -> float:
+    """Peak resident set size of this process in MiB.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``: ``ru_maxrss`` survives ``exec``, so in
+    a child started by a parent holding 35 MiB (rich, probecore) it reports at least 35 MiB
+    whatever the child does — the parent's peak, not the worker's.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes vs KiB
 
@@ -229,14 +242,17 @@ def probecore_worker(checks: int, interval: float, seconds: float, store_kind: s
         start = state["start"]
         expected = sum(slots_in_window(start, start + seconds, interval, o) for o in offsets)
         lateness_ms: list[float] = []
+        scheduled: dict[str, list[int]] = {c.full_id: [] for c in profile.checks}
         non_ok = stored_back = 0
         for record in store.records(prefix=f"{PROFILE_NAME}/"):
             stored_back += 1
             non_ok += record.outcome != "ok"
-            lateness_ms.append(float(probecore.timestamp_ms(record.started_at)
-                                     - probecore.timestamp_ms(record.scheduled_at)))
+            slot_ms = probecore.timestamp_ms(record.scheduled_at)
+            scheduled[record.check].append(slot_ms)
+            lateness_ms.append(float(probecore.timestamp_ms(record.started_at) - slot_ms))
         store.close()
     lateness = lateness_figures(lateness_ms)
+    skipped = unattempted_slots(scheduled, offsets, interval, start, start + seconds)
     run_s = state["end"] - start
     return {
         "attempts": attempts, "expected": expected, "missed_slots": missed,
@@ -245,7 +261,31 @@ def probecore_worker(checks: int, interval: float, seconds: float, store_kind: s
         "lateness_max_ms": lateness["max"], "cpu_s": cpu, "peak_rss_mib": rss,
         "run_rss_mib": rss - rss_before, "load_s": load_s, "startup_s": start - state["called"],
         "elapsed_s": run_s, "records_per_s": result.stored_records / run_s if run_s > 0 else None,
+        "unattempted_at_start": skipped["start"], "unattempted_between": skipped["between"],
+        "unattempted_at_end": skipped["end"],
     }
+
+
+def unattempted_slots(scheduled: dict[str, list[int]], offsets: list[float], interval: float,
+                      start: float, end: float) -> dict[str, int]:
+    """Slots in ``[start, end)`` with no record, by where they fall in their check's run.
+
+    ``start``: before the check's first attempt (or the check never ran); ``end``: after its
+    last attempt; ``between``: a gap in the middle. Missed slots the scheduler counted show up
+    here too (as ``between``), so this explains ``expected - attempts``.
+    """
+    counts = {"start": 0, "between": 0, "end": 0}
+    for slots_ms, offset in zip(scheduled.values(), offsets):
+        done = sorted(slots_ms)
+        slot = next_slot(start, interval, offset)
+        while slot < end:
+            slot_ms = slot * 1000.0
+            if not any(abs(slot_ms - s) <= 2 for s in done):
+                where = ("start" if not done or slot_ms < done[0] else
+                         "end" if slot_ms > done[-1] else "between")
+                counts[where] += 1
+            slot += interval
+    return counts
 
 
 # ---- the parent: run both, show progress, report ------------------------------------------------
@@ -264,7 +304,7 @@ class _Display:
             TextColumn("{task.description:<10}"), BarColumn(),
             TextColumn("{task.completed:>5.0f}/{task.total:.0f} s"),
             TextColumn("{task.fields[count]:>8} {task.fields[what]}"), TimeRemainingColumn(),
-            console=self.console, transient=True, disable=not self.live)
+            console=self.console, transient=True, disable=not self.live, refresh_per_second=2)
         self._last_line = 0.0
 
     def __enter__(self) -> _Display:
@@ -338,10 +378,13 @@ def combine(args: argparse.Namespace, interval: float, ref: dict[str, Any] | Non
         "checks": args.checks, "interval_s": interval, "seconds": args.seconds, "store": args.store,
         "attempts": pc["attempts"], "expected_attempts": expected, "attempt_ratio": attempt_ratio,
         "missed_slots": pc["missed_slots"], "stored_records": pc["stored_records"],
+        "records_read_back": pc["records_read_back"],
         "non_ok_records": pc["non_ok"], "records_per_s": pc["records_per_s"],
         "lateness_p50_ms": pc["lateness_p50_ms"], "lateness_p99_ms": pc["lateness_p99_ms"],
         "lateness_max_ms": pc["lateness_max_ms"],
         "cpu_s": pc["cpu_s"], "peak_rss_mib": pc["peak_rss_mib"], "run_rss_mib": pc["run_rss_mib"],
+        "unattempted_at_start": pc["unattempted_at_start"],
+        "unattempted_between": pc["unattempted_between"], "unattempted_at_end": pc["unattempted_at_end"],
         "load_s": pc["load_s"], "startup_s": pc["startup_s"], "elapsed_s": pc["elapsed_s"],
         "reference_wakeups": ref["wakeups"] if ref else None,
         "reference_expected": ref["expected"] if ref else None,
@@ -371,7 +414,8 @@ def combine(args: argparse.Namespace, interval: float, ref: dict[str, Any] | Non
         failures.append(f"attempts {pc['attempts']} < {args.min_attempts:.0%} of {expected} expected")
     for key, limit in (("cpu_ratio", args.max_cpu_ratio), ("rss_ratio", args.max_rss_ratio)):
         if limit is not None and (figures[key] is None or figures[key] > limit):
-            failures.append(f"{key} {figures[key]} > {limit:g}")
+            shown = "n/a" if figures[key] is None else f"{figures[key]:.2f}"
+            failures.append(f"{key} {shown} > {limit:g}")
     figures["failures"] = failures
     figures["passed"] = not failures
     return figures
@@ -400,34 +444,46 @@ def show_table(figures: dict[str, Any]) -> None:
     title = (f"probecore scheduler: {f['checks']:,} no-op checks every {f['interval_s']:g} s, "
              f"{f['seconds']:g} s, store {f['store']}")
     table = Table(title=title, title_justify="left")
-    table.add_column("figure")
-    table.add_column("probecore", justify="right")
-    table.add_column("reference", justify="right")
-    table.add_column("ratio / threshold", justify="right")
-    ok = "[green]ok[/]"
-    bad = "[red]FAIL[/]"
+    table.add_column("figure", no_wrap=True)
+    table.add_column("probecore", justify="right", no_wrap=True)
+    table.add_column("reference", justify="right", no_wrap=True)
+    table.add_column("ratio", justify="right", no_wrap=True)
+    table.add_column("threshold", no_wrap=True)
+
+    def check(passed: bool, limit: str) -> str:
+        return f"{limit} " + ("[green]ok[/]" if passed else "[red]FAIL[/]")
+
     ratio = f["attempt_ratio"]
-    table.add_row("attempts / expected", f"{f['attempts']:,} / {f['expected_attempts']:,}",
-                  num(f["reference_wakeups"], "{:,}") + " / " + num(f["reference_expected"], "{:,}"),
-                  f"{num(ratio, '{:.2%}')} (≥ {t['min_attempt_ratio']:.0%}) "
-                  + (ok if ratio is not None and ratio >= t["min_attempt_ratio"] else bad))
-    table.add_row("missed slots", f"{f['missed_slots']:,}", "",
-                  f"(≤ {t['max_missed_slots']}) " + (ok if f["missed_slots"] <= t["max_missed_slots"] else bad))
-    table.add_row("lateness p50 ms", ms(f["lateness_p50_ms"]), ms(f["reference_lateness_p50_ms"]), "")
+    ref_ratio = (f["reference_wakeups"] / f["reference_expected"]
+                 if f["reference_wakeups"] is not None and f["reference_expected"] else None)
     p99 = f["lateness_p99_ms"]
-    table.add_row("lateness p99 ms", ms(p99), ms(f["reference_lateness_p99_ms"]),
-                  f"(≤ {t['max_lateness_p99_ms']:g}) "
-                  + (ok if p99 is not None and p99 <= t["max_lateness_p99_ms"] else bad))
-    table.add_row("lateness max ms", ms(f["lateness_max_ms"]), ms(f["reference_lateness_max_ms"]), "")
-    table.add_row("CPU s", num(f["cpu_s"]), num(f["reference_cpu_s"]), num(f["cpu_ratio"], "{:.1f}×"))
-    table.add_row("peak RSS MiB", num(f["peak_rss_mib"], "{:,.1f}"), num(f["reference_peak_rss_mib"], "{:,.1f}"),
-                  num(f["rss_ratio"], "{:.1f}×"))
-    table.add_row("RSS growth in run MiB", num(f["run_rss_mib"], "{:,.1f}"),
-                  num(f["reference_run_rss_mib"], "{:,.1f}"), "")
-    table.add_row("records stored", f"{f['stored_records']:,} ({f['non_ok_records']} not ok)", "", "")
-    table.add_row("records/s stored", num(f["records_per_s"], "{:,.1f}"), "", "")
-    table.add_row("profile load s", num(f["load_s"]), "", "")
-    table.add_row("startup s (restore)", num(f["startup_s"]), "", "")
+    table.add_row("attempts", f"{f['attempts']:,}", num(f["reference_wakeups"], "{:,}"), "", "")
+    table.add_row("expected attempts", f"{f['expected_attempts']:,}", num(f["reference_expected"], "{:,}"),
+                  "", "")
+    table.add_row("attempts / expected", num(ratio, "{:.2%}"), num(ref_ratio, "{:.2%}"), "",
+                  check(ratio is not None and ratio >= t["min_attempt_ratio"], f"≥ {t['min_attempt_ratio']:.0%}"))
+    table.add_row("unattempted start/mid/end", f"{f['unattempted_at_start']:,} / "
+                  f"{f['unattempted_between']:,} / {f['unattempted_at_end']:,}", "", "", "")
+    table.add_row("missed slots", f"{f['missed_slots']:,}", "", "",
+                  check(f["missed_slots"] <= t["max_missed_slots"], f"≤ {t['max_missed_slots']}"))
+    table.add_row("lateness p50 ms", ms(f["lateness_p50_ms"]), ms(f["reference_lateness_p50_ms"]), "", "")
+    table.add_row("lateness p99 ms", ms(p99), ms(f["reference_lateness_p99_ms"]), "",
+                  check(p99 is not None and p99 <= t["max_lateness_p99_ms"], f"≤ {t['max_lateness_p99_ms']:g}"))
+    table.add_row("lateness max ms", ms(f["lateness_max_ms"]), ms(f["reference_lateness_max_ms"]), "", "")
+    for label, key, ref_key, ratio_key, limit_key, fmt in (
+            ("CPU s", "cpu_s", "reference_cpu_s", "cpu_ratio", "max_cpu_ratio", "{:,.2f}"),
+            ("peak RSS MiB", "peak_rss_mib", "reference_peak_rss_mib", "rss_ratio", "max_rss_ratio", "{:,.1f}")):
+        limit = t[limit_key]
+        value = f[ratio_key]
+        table.add_row(label, num(f[key], fmt), num(f[ref_key], fmt), num(value, "{:.2f}×"),
+                      "" if limit is None else check(value is not None and value <= limit, f"≤ {limit:g}×"))
+    table.add_row("RSS growth MiB", num(f["run_rss_mib"], "{:,.1f}"),
+                  num(f["reference_run_rss_mib"], "{:,.1f}"), "", "")
+    table.add_row("records stored", f"{f['stored_records']:,}", "", "", "")
+    table.add_row("records not ok", f"{f['non_ok_records']:,}", "", "", "")
+    table.add_row("records/s stored", num(f["records_per_s"], "{:,.1f}"), "", "", "")
+    table.add_row("profile load s", num(f["load_s"]), "", "", "")
+    table.add_row("startup s", num(f["startup_s"]), "", "", "")
     console = Console()
     console.print(table)
     if f["failures"]:
