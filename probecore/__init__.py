@@ -6,6 +6,7 @@ plugin contract) and ``probecore.testing`` (the kit for plugin authors). A plugi
 from these three.
 """
 
+from ._asyncio_bridge import run_asyncio
 from ._clock import SystemClock, TrioWallClock, WallClock
 from ._durations import Duration, format_duration, parse_duration
 from ._errors import (
@@ -61,5 +62,5 @@ __all__ = [
     "counts_as_failure", "decode_event", "decode_record", "default_store_url", "encode_event",
     "encode_record", "format_duration", "format_timestamp", "hookimpl", "load_profile",
     "make_plugin_manager", "open_store", "parse_duration", "parse_timestamp",
-    "record_json_schema", "replay", "timestamp_ms",
+    "record_json_schema", "replay", "run_asyncio", "timestamp_ms",
 ]

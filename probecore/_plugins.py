@@ -25,6 +25,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "probecore_plugins.tcp",
     "probecore_plugins.dns",
     "probecore_plugins.sqlite",
+    "probecore_plugins.ftp",
 )
 """Module names of the built-in plugins, registered in this order before any third party."""
 
