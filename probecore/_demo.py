@@ -1,17 +1,25 @@
 """``probe demo``: loopback services with injected failures, and the demo profile against them.
 
-The services are plain trio TCP servers on 127.0.0.1 (ports from the embedded demo profile):
+The services (ports from the embedded demo profile, all on 127.0.0.1) and what happens to them,
+as shares of the run (``--for``, default 20 s):
 
-* ``greeting`` (18301) greets with ``220 probecore demo ready``;
-* ``flaky`` (18302) accepts connections except between 25 % and 55 % of the run, when its port
-  is closed (connections refused): two failures in a row confirm an incident, the first success
-  after it resolves it;
-* ``slow`` (18303) answers ``PING`` with ``PONG``, but once, at 75 % of the run, too late for the
-  check's timeout: one failure, a flap that never becomes an incident.
+* ``greeting`` (tcp 18301) greets with ``220 probecore demo ready``;
+* ``flaky`` (tcp 18302) is closed from 25 % to 55 %: connections are refused, two failures in a
+  row confirm an incident and the first success after it resolves it;
+* ``slow`` (tcp 18303) answers ``PING`` with ``PONG``, but once, at 75 %, too late for the
+  check's timeout: one failure, a flap that never becomes an incident;
+* ``site`` (HTTP 18380) serves "demo site", but 503 from 60 % to 80 %;
+* ``site-dns`` (DNS 18353, UDP and TCP) says ``www.demo.test`` is 127.0.0.1, but 192.0.2.99 from
+  50 % to 85 %: the site's binding is wrong, so its 503s are attributed to the customer and make
+  no incident;
+* ``ftp`` (aioftp 18321, through the asyncio bridge) lets ``demo`` log in with a password the
+  demo puts in ``PROBECORE_DEMO_FTP_PASSWORD``.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import statistics
 import sys
 from collections import Counter
@@ -33,6 +41,16 @@ def demo_profile_path() -> Path:
     return Path(str(resources.files("probecore") / "data" / "demo.toml"))
 
 
+DEMO_PASSWORD_ENV = "PROBECORE_DEMO_FTP_PASSWORD"
+SITE_NAME = "www.demo.test."
+
+# When each injected failure happens, as shares of the run.
+FLAKY_DOWN = (0.25, 0.55)
+SLOW_AT = 0.75
+DNS_WRONG = (0.50, 0.85)
+SITE_DOWN = (0.60, 0.80)
+
+
 class DemoServices:
     """The demo's services; their failures are scheduled on trio's clock from :meth:`serve`."""
 
@@ -44,12 +62,18 @@ class DemoServices:
     def elapsed_share(self) -> float:
         return (trio.current_time() - self.started) / self.duration
 
+    def during(self, window: tuple[float, float]) -> bool:
+        return window[0] <= self.elapsed_share() < window[1]
+
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.started = trio.current_time()
         async with trio.open_nursery() as nursery:
             try:
                 await nursery.start(partial(trio.serve_tcp, self._greet, self.ports["greeting"], host="127.0.0.1"))
                 await nursery.start(partial(trio.serve_tcp, self._pong, self.ports["slow"], host="127.0.0.1"))
+                await nursery.start(partial(trio.serve_tcp, self._site, self.ports["site"], host="127.0.0.1"))
+                await nursery.start(self._dns)
+                await nursery.start(self._ftp)
             except OSError as exc:
                 raise UsageError(f"demo: cannot listen on 127.0.0.1 ({exc.strerror}); "
                                  "is another demo running?") from None
@@ -68,7 +92,7 @@ class DemoServices:
             try:
                 await stream.receive_some(64)
                 share = self.elapsed_share()
-                if 0.75 <= share < 0.75 + 1.0 / self.duration:  # one slot's worth of slowness
+                if SLOW_AT <= share < SLOW_AT + 1.0 / self.duration:  # one slot's worth of slowness
                     await trio.sleep(1.0)
                 await stream.send_all(b"PONG\r\n")
             except trio.BrokenResourceError:
@@ -83,12 +107,85 @@ class DemoServices:
             with trio.CancelScope() as up:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(flaky_server)
-                    await trio.sleep_until(self.started + 0.25 * self.duration)
+                    await trio.sleep_until(self.started + FLAKY_DOWN[0] * self.duration)
                     up.cancel()
-            await trio.sleep_until(self.started + 0.55 * self.duration)
+            await trio.sleep_until(self.started + FLAKY_DOWN[1] * self.duration)
             async with trio.open_nursery() as nursery:
                 await nursery.start(flaky_server)
                 await trio.sleep_forever()
+
+
+    async def _site(self, stream: trio.SocketStream) -> None:
+        """A minimal HTTP/1.1 server: one request per connection, then close."""
+        async with stream:
+            try:
+                request = b""
+                while b"\r\n\r\n" not in request and len(request) < 65536:
+                    chunk = await stream.receive_some(4096)
+                    if not chunk:
+                        return
+                    request += chunk
+                if self.during(SITE_DOWN):
+                    status, body = b"503 Service Unavailable", b"down for the demo\n"
+                else:
+                    status, body = b"200 OK", b"<html><body>demo site</body></html>\n"
+                await stream.send_all(b"HTTP/1.1 " + status + b"\r\nContent-Type: text/html\r\n"
+                                      b"Content-Length: " + str(len(body)).encode() +
+                                      b"\r\nConnection: close\r\n\r\n" + body)
+            except trio.BrokenResourceError:
+                pass
+
+    def _dns_answer(self, wire: bytes) -> bytes | None:
+        import dns.exception
+        import dns.flags
+        import dns.message
+        import dns.rcode
+        import dns.rrset
+
+        try:
+            query = dns.message.from_wire(wire)
+        except dns.exception.DNSException:
+            return None
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        question = query.question[0] if query.question else None
+        if question is None or question.name.to_text().lower() != SITE_NAME:
+            response.set_rcode(dns.rcode.REFUSED)
+        elif question.rdtype == 1:  # A
+            address = "192.0.2.99" if self.during(DNS_WRONG) else "127.0.0.1"
+            response.answer.append(dns.rrset.from_text(question.name, 60, "IN", "A", address))
+        return response.to_wire()
+
+    async def _dns(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        with sock:
+            await sock.bind(("127.0.0.1", self.ports["site-dns"]))
+            task_status.started()
+            while True:
+                wire, peer = await sock.recvfrom(4096)
+                answer = self._dns_answer(wire)
+                if answer is not None:
+                    await sock.sendto(answer, peer)
+
+    async def _ftp(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        import tempfile
+
+        import aioftp
+
+        from ._asyncio_bridge import run_asyncio
+
+        with tempfile.TemporaryDirectory(prefix="probecore-demo-ftp-") as home:
+            Path(home, "welcome.txt").write_text("probecore demo\n")
+            user = aioftp.User("demo", os.environ[DEMO_PASSWORD_ENV], home_path="/", base_path=Path(home))
+            server = aioftp.Server([user], data_ports=range(18330, 18340))
+            await run_asyncio(server.start, "127.0.0.1", self.ports["ftp"])
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                with trio.move_on_after(2) as scope:
+                    scope.shield = True
+                    await run_asyncio(server.close)
 
 
 def run_demo(host: PluginHost, *, duration: float, store_url: str | None, json_mode: bool) -> int:
@@ -97,10 +194,13 @@ def run_demo(host: PluginHost, *, duration: float, store_url: str | None, json_m
 
     from ._display import JsonLines, LiveTable, format_seconds, make_console
 
-    if duration < 5:
-        raise UsageError("demo: --for must be at least 5s (the demo needs time for an outage)")
+    if duration < 10:
+        raise UsageError("demo: --for must be at least 10s (the demo needs time for an outage)")
     profile = load_profile(demo_profile_path(), host.probes)
-    ports = {c.id: c.config.port for c in profile.checks}  # type: ignore[attr-defined]
+    ports = {"greeting": 18301, "flaky": 18302, "slow": 18303, "site": 18380, "site-dns": 18353, "ftp": 18321}
+    # The demo's FTP password: made up for this run, read by the ftp check through its secret
+    # reference like any other, and never shown.
+    os.environ.setdefault(DEMO_PASSWORD_ENV, secrets.token_urlsafe(12))
     if store_url is None:
         path = data_dir() / "demo.sqlite3"
         for suffix in ("", "-wal", "-shm"):  # the demo's own store starts empty each time
@@ -108,9 +208,13 @@ def run_demo(host: PluginHost, *, duration: float, store_url: str | None, json_m
         store_url = f"sqlite:{path}"
     store = open_store(store_url, host.stores.get)
     console = make_console(stderr=json_mode)
-    console.print(f"[bold]probecore demo[/]: {len(profile.checks)} checks against loopback services "
-                  f"for {duration:g}s; the 'flaky' service goes down from {0.25 * duration:.0f}s "
-                  f"to {0.55 * duration:.0f}s")
+    def at(share: float) -> str:
+        return f"{share * duration:.0f}s"
+
+    console.print(f"[bold]probecore demo[/]: {len(profile.checks)} checks against loopback services for "
+                  f"{duration:g}s. Injected: 'flaky' down {at(FLAKY_DOWN[0])}–{at(FLAKY_DOWN[1])}; 'slow' "
+                  f"late once at {at(SLOW_AT)}; the site's DNS points elsewhere {at(DNS_WRONG[0])}–"
+                  f"{at(DNS_WRONG[1])} while the site answers 503 {at(SITE_DOWN[0])}–{at(SITE_DOWN[1])}")
     options = RunOptions(vantage=default_vantage(), duration=duration)
     table = LiveTable(profile, options.vantage)
     services = DemoServices(duration, ports)
@@ -143,7 +247,7 @@ def run_demo(host: PluginHost, *, duration: float, store_url: str | None, json_m
         mine = by_check.get(check.full_id, [])
         outcomes = Counter(r.outcome for r in mine)
         values = [r.value for r in mine if r.value is not None]
-        codes = Counter(r.failure.code for r in mine if r.failure)
+        codes = Counter(f"{r.failure.code} ({r.failure.attribution})" for r in mine if r.failure)
         summary.add_row(check.id, str(len(mine)), str(outcomes["ok"]), str(outcomes["fail"]),
                         str(outcomes["error"]), format_seconds(statistics.median(values)) if values else "–",
                         ", ".join(f"{c} ×{n}" for c, n in codes.items()))

@@ -23,6 +23,7 @@ from ._errors import PluginError, UsageError
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "probecore_plugins.tcp",
+    "probecore_plugins.web",
     "probecore_plugins.dns",
     "probecore_plugins.sqlite",
     "probecore_plugins.ftp",
