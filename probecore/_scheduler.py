@@ -100,16 +100,24 @@ class Scheduler:
             nursery.start_soon(_freeze_heap_after_startup)
 
     async def run_once(self) -> list[SLIRecord]:
-        """Run every check once, all at the same time, and return the records."""
+        """Run every check once, concurrently, and return the records.
+
+        Checks that are another check's ``binding`` run first, so that their verdict is known
+        when the bound checks' records are attributed (in a continuous run the slots see to it).
+        """
         records: list[SLIRecord] = []
-        now = self._epoch()
+        bindings = {p.check.binding for p in self._planned if p.check.binding}
+        first = [p for p in self._planned if p.check.id in bindings]
+        then = [p for p in self._planned if p.check.id not in bindings]
 
-        async def one(planned: _Planned) -> None:
-            records.append(await self._attempt(planned, now))
+        async def one(planned: _Planned, slot: float) -> None:
+            records.append(await self._attempt(planned, slot))
 
-        async with trio.open_nursery() as nursery:
-            for planned in self._planned:
-                nursery.start_soon(one, planned)
+        for wave in (first, then):
+            now = self._epoch()
+            async with trio.open_nursery() as nursery:
+                for planned in wave:
+                    nursery.start_soon(one, planned, now)
         return records
 
     async def _loop(self, planned: _Planned, start: float) -> None:

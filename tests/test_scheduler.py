@@ -218,3 +218,14 @@ async def test_hooks_see_every_record_and_event_after_it_is_stored(tmp_path, aut
     assert [r.started_at for r in recorder.records] == [r.started_at for r in store.records()]
     assert [e.kind for e in recorder.events] == ["suspected", "confirmed", "resolved"]
     assert [e.event_id for e in recorder.events] == [e.event_id for e in store.events()]
+
+
+async def test_once_runs_binding_checks_before_the_checks_bound_to_them(tmp_path, autojump_clock):
+    checks = (check_table("site") + 'binding = "dns"\n' + check_table("dns", sleep="2s")
+              + check_table("other", sleep="1s"))
+    profile, host = profile_of(tmp_path, checks)
+    result = await run_profile(profile, host, MemoryStore(), RunOptions(
+        once=True, clock=TrioWallClock(DEFAULT_START), vantage="t", handle_signals=False))
+    started = {r.check.split("/")[1]: seconds_since_start(r.started_at) for r in result.records}
+    assert started["dns"] == 0
+    assert started["site"] == started["other"] == pytest.approx(2.0)  # after the binding's verdict
