@@ -6,9 +6,34 @@ Each daemon is a module of fixtures (``tests.servers.nginx`` …); a test module
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+from pathlib import Path
+
+import pytest
 
 HOST = "127.0.0.1"
+
+
+def daemon_binary(name: str, package: str) -> str:
+    """The executable *name* (looked up in PATH and the sbin directories), or a test failure
+    that says how to get it: the suite's real daemons come from ``./dev test``."""
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/usr/local/sbin/{name}")
+         if os.access(p, os.X_OK)), None)
+    if found is None:
+        pytest.fail(f"{name} is not installed; run the tests with './dev test', which installs it "
+                    f"(or: apt-get install {package})", pytrace=False)
+    return found
+
+
+def read_text(path: Path) -> str:
+    """A daemon's log or pid file, stripped; empty if it is not there (yet)."""
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def free_port(host: str = HOST) -> int:

@@ -14,7 +14,6 @@ installs it.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import HOST, free_port
+from tests.servers import HOST, daemon_binary, free_port, read_text
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -75,20 +74,8 @@ class Nginx:
 
 
 def nginx_binary() -> str:
-    """The nginx executable, or a test failure that says how to get one."""
-    found = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
-    if found is None:
-        pytest.fail("nginx is not installed; run the tests with './dev test', which installs it "
-                    "(or: apt-get install nginx-light)", pytrace=False)
-    return found
+    return daemon_binary("nginx", "nginx-light")
 
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def _ready(directory: Path, pid: int, port: int) -> bool:
@@ -97,7 +84,7 @@ def _ready(directory: Path, pid: int, port: int) -> bool:
     nginx writes its pid file only after it has bound its listening sockets; then a request
     to ``/fast`` must be answered by nginx.
     """
-    if _read(directory / "nginx.pid") != str(pid):
+    if read_text(directory / "nginx.pid") != str(pid):
         return False
     try:
         with socket.create_connection((HOST, port), timeout=1.0) as sock:
@@ -148,7 +135,7 @@ def start_nginx(directory: Path) -> tuple[Nginx, subprocess.Popen[bytes]]:
         status = (f"exited with status {proc.returncode}" if proc.poll() is not None
                   else f"did not answer HTTP within {START_TIMEOUT:g}s")
         _stop(proc)
-        log, stderr_text = _read(error_log), _read(directory / "stderr.log")
+        log, stderr_text = read_text(error_log), read_text(directory / "stderr.log")
         if "Address already in use" in log + stderr_text:  # someone took the port: try another
             problems.append(f"port {port} taken")
             continue

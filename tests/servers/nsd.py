@@ -20,7 +20,6 @@ missing the tests fail (they do not skip) with a message saying how to get it.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import textwrap
@@ -35,7 +34,7 @@ import dns.query
 import dns.rdatatype
 import pytest
 
-from tests.servers import HOST, free_port
+from tests.servers import HOST, daemon_binary, free_port, read_text
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -90,19 +89,8 @@ def zone_text(origin: str, serial: int, records: str, *, ttl: int = 300, nameser
 
 def nsd_binary(name: str = "nsd") -> str:
     """The nsd (or nsd-control) executable, or a test failure that says how to get one."""
-    found = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/local/sbin/{name}") if os.access(p, os.X_OK)), None)
-    if found is None:
-        pytest.fail(f"{name} is not installed; run the tests with './dev test', which installs it "
-                    "(or: apt-get install nsd)", pytrace=False)
-    return found
+    return daemon_binary(name, "nsd")
 
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def soa_serial(host: str, port: int, zone: str, timeout: float = 0.5) -> int | None:
@@ -170,20 +158,20 @@ class Nsd:
         if control.returncode != 0 or b"ok" not in control.stdout:
             pytest.fail(f"nsd-control reload {zone} failed ({control.returncode}): "
                         f"{(control.stdout + control.stderr).decode(errors='replace').strip()}\n"
-                        f"log:\n{_read(self.log)}", pytrace=False)
+                        f"log:\n{read_text(self.log)}", pytrace=False)
         deadline = time.monotonic() + RELOAD_TIMEOUT
         while time.monotonic() < deadline:
             if soa_serial(self.host, self.port, zone) == serial:
                 return
             time.sleep(0.01)
         pytest.fail(f"nsd {self.label} did not serve serial {serial} of {zone} within "
-                    f"{RELOAD_TIMEOUT:g}s of the reload.\nlog:\n{_read(self.log)}", pytrace=False)
+                    f"{RELOAD_TIMEOUT:g}s of the reload.\nlog:\n{read_text(self.log)}", pytrace=False)
 
     def stop(self) -> None:
         """Stop nsd (SIGTERM to the main process named in the pid file, then to the one started)."""
         if self.proc.poll() is not None:
             return
-        pid = _read(self.directory / "nsd.pid")
+        pid = read_text(self.directory / "nsd.pid")
         try:
             if pid.isdigit():
                 os.kill(int(pid), signal.SIGTERM)
@@ -224,14 +212,14 @@ def start_nsd(directory: Path, zones: dict[str, str], label: str = "nsd") -> Nsd
         server = Nsd(label, HOST, port, directory, dict(zones), proc)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and proc.poll() is None:
-            if _read(directory / "nsd.pid").isdigit() and all(
+            if read_text(directory / "nsd.pid").isdigit() and all(
                     soa_serial(HOST, port, name, timeout=0.2) == serial for name, serial in serials.items()):
                 return server
             time.sleep(0.01)
         status = (f"exited with status {proc.returncode}" if proc.poll() is not None
                   else f"did not serve its zones within {START_TIMEOUT:g}s")
         server.stop()
-        log, stderr_text = _read(directory / "nsd.log"), _read(directory / "stderr.log")
+        log, stderr_text = read_text(directory / "nsd.log"), read_text(directory / "stderr.log")
         if "already in use" in log + stderr_text:  # someone took the port: try another
             problems.append(f"port {port} taken")
             continue

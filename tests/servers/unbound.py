@@ -16,8 +16,6 @@ unbound and ldns come from the machine's packages (``unbound``, ``ldnsutils`` on
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,7 +27,7 @@ import dns.message
 import dns.query
 import pytest
 
-from tests.servers import HOST, free_port
+from tests.servers import HOST, daemon_binary, free_port, read_text
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -84,21 +82,8 @@ stub-zone:
 
 
 def binary(name: str, package: str) -> str:
-    """The executable *name*, or a test failure that says how to get it."""
-    found = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/usr/local/sbin/{name}")
-         if os.access(p, os.X_OK)), None)
-    if found is None:
-        pytest.fail(f"{name} is not installed; run the tests with './dev test', which installs it "
-                    f"(or: apt-get install {package})", pytrace=False)
-    return found
+    return daemon_binary(name, package)
 
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def _run(args: list[str], cwd: Path) -> str:
@@ -188,13 +173,13 @@ def start_unbound(directory: Path, stubs: dict[str, str], trust_anchors: list[st
         server = Unbound(label, HOST, port, directory, proc)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and proc.poll() is None:
-            if _read(directory / "unbound.pid") == str(proc.pid) and _answers(port, first_zone):
+            if read_text(directory / "unbound.pid") == str(proc.pid) and _answers(port, first_zone):
                 return server
             time.sleep(0.01)
         status = (f"exited with status {proc.returncode}" if proc.poll() is not None
                   else f"did not answer within {START_TIMEOUT:g}s")
         server.stop()
-        log, stderr_text = _read(directory / "unbound.log"), _read(directory / "stderr.log")
+        log, stderr_text = read_text(directory / "unbound.log"), read_text(directory / "stderr.log")
         if "already in use" in log + stderr_text:
             problems.append(f"port {port} taken")
             continue

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import HOST, free_port
+from tests.servers import HOST, daemon_binary, free_port, read_text
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -130,22 +130,12 @@ class Vsftpd:
 
 def vsftpd_binary() -> str:
     """The vsftpd executable, or a test failure that says how to get one."""
-    found = shutil.which("vsftpd") or next(
-        (p for p in ("/usr/sbin/vsftpd", "/usr/local/sbin/vsftpd") if os.access(p, os.X_OK)), None)
-    if found is None:
-        pytest.fail("vsftpd is not installed; run the tests with './dev test', which installs it "
-                    "(or: apt-get install vsftpd)", pytrace=False)
+    found = daemon_binary("vsftpd", "vsftpd")
     if os.geteuid() != 0:
         pytest.fail("the vsftpd tests must run as root (vsftpd's standalone mode and useradd "
                     "need it)", pytrace=False)
     return found
 
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 # ---- the system user ------------------------------------------------------------------------
@@ -391,13 +381,13 @@ def start_vsftpd(directory: Path, user: FtpUser, *, tls: str = "none",
         status = (f"exited with status {proc.returncode}" if proc.poll() is not None
                   else f"did not send its banner within {START_TIMEOUT:g}s")
         _stop(proc)
-        text = _read(output)
+        text = read_text(output)
         if "could not bind" in text:  # someone took the port meanwhile: try others
             problems.append(f"port {port} taken")
             continue
         pytest.fail(f"vsftpd ({binary}, {tls}) on {HOST}:{port} {status}.\n"
                     f"output ({output}):\n{text or '(empty)'}\n"
-                    f"log ({directory / 'vsftpd.log'}):\n{_read(directory / 'vsftpd.log') or '(empty)'}",
+                    f"log ({directory / 'vsftpd.log'}):\n{read_text(directory / 'vsftpd.log') or '(empty)'}",
                     pytrace=False)
     pytest.fail(f"vsftpd could not get a free port after {PORT_ATTEMPTS} tries: {'; '.join(problems)}",
                 pytrace=False)

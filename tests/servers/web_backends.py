@@ -27,7 +27,6 @@ A tiny DNS responder for dnspython's path is :func:`serve_dns` (a trio task, sta
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import HOST, free_port
+from tests.servers import HOST, daemon_binary, free_port, read_text
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 10.0
@@ -123,19 +122,8 @@ class WebNginx:
 
 
 def _binary() -> str:
-    found = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
-    if found is None:
-        pytest.fail("nginx is not installed; run the tests with './dev test', which installs it "
-                    "(or: apt-get install nginx-light)", pytrace=False)
-    return found
+    return daemon_binary("nginx", "nginx-light")
 
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def _get(port: int, request: bytes) -> bytes:
@@ -193,9 +181,9 @@ def start_backend(directory: Path) -> tuple[int, subprocess.Popen[bytes]]:
                 return port, proc
             time.sleep(0.02)
         _stop(proc)
-        if "Address already in use" in _read(directory / "backend.log"):
+        if "Address already in use" in read_text(directory / "backend.log"):
             continue
-        pytest.fail(f"the delay backend did not start:\n{_read(directory / 'backend.log')}", pytrace=False)
+        pytest.fail(f"the delay backend did not start:\n{read_text(directory / 'backend.log')}", pytrace=False)
     pytest.fail(f"the delay backend found no free port in {PORT_ATTEMPTS} tries", pytrace=False)
 
 
@@ -220,7 +208,7 @@ def start_web_nginx(directory: Path, backend_port: int, ca_file: Path) -> tuple[
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and proc.poll() is None:
-            if _read(directory / "nginx.pid") == str(proc.pid):
+            if read_text(directory / "nginx.pid") == str(proc.pid):
                 answer = _get(ports["port"], b"GET /fast HTTP/1.0\r\nHost: localhost\r\n\r\n")
                 if answer.startswith(b"HTTP/1.1 200 ") and b"\r\nServer: nginx" in answer:
                     return WebNginx(HOST, backend_port=backend_port, directory=directory, ca_file=ca_file,
@@ -229,7 +217,7 @@ def start_web_nginx(directory: Path, backend_port: int, ca_file: Path) -> tuple[
         status = (f"exited with status {proc.returncode}" if proc.poll() is not None
                   else f"did not answer HTTP within {START_TIMEOUT:g}s")
         _stop(proc)
-        text = _read(error_log) + _read(directory / "stderr.log")
+        text = read_text(error_log) + read_text(directory / "stderr.log")
         if "Address already in use" in text:
             continue
         pytest.fail(f"nginx ({binary}) {status}.\nerror log:\n{text or '(empty)'}", pytrace=False)
