@@ -12,8 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, time, timedelta, timezone
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import msgspec
 import trio

@@ -13,7 +13,6 @@ from tests.conftest import assert_valid_records
 
 if TYPE_CHECKING:
     from tests.servers.nginx import Nginx
-    from tests.servers.nsd import NsdFactory
 
 pytest_plugins = ["tests.servers.nginx", "tests.servers.nsd"]
 

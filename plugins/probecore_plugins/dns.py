@@ -385,7 +385,7 @@ class _Judge:
 
     def answer(self, label: str, response: dns.message.Message) -> _Answer | None:
         """Reduce *response*, and note every way it misses the expectations."""
-        plan, expect = self.plan, self.config.expect
+        plan = self.plan
         rcode = response.rcode()
         try:
             chain = response.resolve_chaining()  # type: ignore[attr-defined]
