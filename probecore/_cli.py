@@ -19,6 +19,7 @@ import trio
 
 from ._durations import parse_duration
 from ._errors import ProbecoreError, UsageError
+from ._groups import is_member
 from ._incidents import IncidentEvent
 from ._plugins import PluginHost, _own_version, make_plugin_manager
 from ._profile import Profile, load_profile
@@ -283,8 +284,9 @@ def cmd_run(args: argparse.Namespace, host: PluginHost) -> int:
     if args.once:
         if not json_mode:
             console.print(results_table(result.records))
-        bad = [r for r in result.records if r.outcome != "ok"]
-        console.print(f"{len(result.records)} checks: {len(result.records) - len(bad)} ok, {len(bad)} not ok",
+        checks = [r for r in result.records if not is_member(r.check)]
+        bad = [r for r in checks if r.outcome != "ok"]
+        console.print(f"{len(checks)} checks: {len(checks) - len(bad)} ok, {len(bad)} not ok",
                       style="bold red" if bad else "bold green")
         return 0 if result.all_ok else 1
     confirmed = sum(e.kind == "confirmed" for e in result.events)

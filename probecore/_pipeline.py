@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from ._groups import parent_check
 from ._incidents import IncidentEvent, IncidentTracker
 from ._record import SLIRecord, encode_record
 from ._store import Store, data_dir
@@ -59,7 +60,8 @@ class Pipeline:
         key = (check, vantage)
         tracker = self._trackers.get(key)
         if tracker is None:
-            tracker = self._trackers[key] = IncidentTracker(self._confirm.get(check, 1))
+            # A member stream (``acme/mail:alice``) is confirmed like its check.
+            tracker = self._trackers[key] = IncidentTracker(self._confirm.get(parent_check(check), 1))
         return tracker
 
     async def restore(self, vantage: str) -> None:

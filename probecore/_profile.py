@@ -22,13 +22,14 @@ import msgspec.inspect
 
 from ._durations import Duration, format_duration, parse_duration
 from ._errors import ProfileError, UsageError
+from ._groups import GroupRule
 from ._probe import ProbeConfig, ProbeKind
 from ._secrets import Secret
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 OPERATORS = ("<", "<=", ">=", ">")
 TABLES = ("profile", "defaults", "check", "objective", "maintenance", "notify")
-CHECK_KEYS = ("id", "probe", "interval", "timeout", "retry_interval", "confirm", "labels", "binding")
+CHECK_KEYS = ("id", "probe", "interval", "timeout", "retry_interval", "confirm", "labels", "binding", "group")
 DEFAULT_KEYS = ("interval", "timeout", "retry_interval", "confirm", "labels")
 PROFILE_KEYS = ("name", "contract", "timezone", "fee", "description")
 
@@ -52,6 +53,8 @@ class Check:
     profile: str
     binding: str | None = None
     """Id of the check that says whether this check's target is bound right (e.g. its DNS)."""
+    group: GroupRule = GroupRule("all")
+    """How a round over several members is judged (see :mod:`probecore._groups`)."""
 
     @property
     def full_id(self) -> str:
@@ -220,7 +223,14 @@ class _Loader:
         binding = self.string(table, "binding", where)
         if binding == check_id:
             raise self.error("a check cannot be its own binding", where, "binding")
-        return Check(id=check_id, probe=kind_name, config=config, profile=profile, binding=binding, **timing)
+        group = GroupRule("all")
+        if "group" in table:
+            try:
+                group = GroupRule.parse(table["group"])
+            except ValueError as exc:
+                raise self.error(str(exc), where, "group") from None
+        return Check(id=check_id, probe=kind_name, config=config, profile=profile, binding=binding,
+                     group=group, **timing)
 
     def timing(self, table: dict[str, Any], where: str, base: dict[str, Any]) -> dict[str, Any]:
         interval = self.duration(table, "interval", where) or base["interval"]

@@ -87,7 +87,9 @@ class Observation(msgspec.Struct, kw_only=True):
     """What a probe's ``check()`` returns: the outcome and measurements of one attempt.
 
     Phases timed with :meth:`CheckContext.phase` are added by the scheduler; a probe only
-    fills ``phases`` itself for phases it measured some other way. ``target`` overrides the
+    fills ``phases`` itself for phases it measured some other way. A probe that checks several
+    members at once (mailboxes, power sources) returns the round's observation with ``members``;
+    the round's outcome is then decided by the core, not by the probe. ``target`` overrides the
     probe kind's description of the target for this attempt (e.g. the address connected to).
     """
 
@@ -98,6 +100,11 @@ class Observation(msgspec.Struct, kw_only=True):
     failure: Failure | None = None
     details: dict[str, Scalar] = {}
     target: str | None = None
+    member: str | None = None
+    """With several members in one attempt: this member's name (a mailbox pair, a power source)."""
+    members: list[Observation] = []
+    """One observation per member; the core then judges the round by the check's ``group`` rule
+    and writes a record per member (see :mod:`probecore._groups`)."""
 
     @classmethod
     def ok(cls, value: float | None = None, **kw: Any) -> Observation:

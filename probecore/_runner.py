@@ -12,6 +12,7 @@ import trio
 
 from ._attribution import Attributor
 from ._clock import SystemClock, WallClock
+from ._groups import is_member
 from ._incidents import IncidentEvent
 from ._pipeline import ObservedCallback, Pipeline, StoredCallback
 from ._plugins import PluginHost
@@ -41,7 +42,9 @@ class RunResult:
 
     @property
     def all_ok(self) -> bool:
-        return bool(self.records) and all(r.outcome == "ok" for r in self.records)
+        """Every check's record is ok (a member's failure counts only through its round)."""
+        checks = [r for r in self.records if not is_member(r.check)]
+        return bool(checks) and all(r.outcome == "ok" for r in checks)
 
 
 @dataclass

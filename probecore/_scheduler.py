@@ -24,6 +24,7 @@ import trio
 
 from ._durations import format_duration
 from ._errors import ProbecoreError
+from ._groups import member_check
 from ._probe import CheckContext, ProbeKind, describe_target
 from ._profile import Check
 from ._record import Failure, Observation, SLIRecord, format_timestamp
@@ -100,7 +101,8 @@ class Scheduler:
             nursery.start_soon(_freeze_heap_after_startup)
 
     async def run_once(self) -> list[SLIRecord]:
-        """Run every check once, concurrently, and return the records.
+        """Run every check once, concurrently, and return each check's record (for a check with
+        members: the round's; the member records go to ``submit`` like every record).
 
         Checks that are another check's ``binding`` run first, so that their verdict is known
         when the bound checks' records are attributed (in a continuous run the slots see to it).
@@ -164,11 +166,12 @@ class Scheduler:
             observation = Observation.error(
                 "plugin_crash", f"plugin {planned.owner} returned {type(observation).__name__}, "
                 "not an Observation")
-        record = self._record(planned, ctx, observation, slot, started, duration)
+        records = self._records(planned, ctx, observation, slot, started, duration)
         planned.stats.attempts += 1
-        planned.stats.last = record
-        self._submit(record)
-        return record
+        planned.stats.last = records[-1]
+        for record in records:
+            self._submit(record)
+        return records[-1]
 
     def _host_limit(self, host: str | None) -> Any:
         if host is None:
@@ -178,8 +181,34 @@ class Scheduler:
             limiter = self._host_limits[host] = trio.CapacityLimiter(self._per_host)
         return limiter
 
+    def _records(self, planned: _Planned, ctx: CheckContext, obs: Observation, slot: float,
+                 started: datetime, duration: float) -> list[SLIRecord]:
+        """The attempt's records: the check's own, preceded by one per member if it has any."""
+        if not obs.members:
+            return [self._record(planned, ctx, obs, slot, started, duration)]
+        names = [m.member for m in obs.members]
+        if any(not n or any(c.isspace() or c in "/:" for c in n) for n in names) or len(set(names)) < len(names):
+            bad = Observation.error("plugin_crash", f"plugin {planned.owner} named its members "
+                                    f"{names!r}: names must be unique, non-empty, without spaces, '/' or ':'")
+            return [self._record(planned, ctx, bad, slot, started, duration)]
+        full_id = planned.check.full_id
+        records = [self._record(planned, ctx, member, slot, started, duration,
+                                check_id=member_check(full_id, member.member or ""), own_phases=True)
+                   for member in obs.members]
+        verdict = planned.check.group.judge(obs.members)
+        counts = {"probecore.members_ok": sum(m.outcome == "ok" for m in obs.members),
+                  "probecore.members_failed": sum(m.outcome == "fail" for m in obs.members),
+                  "probecore.members_error": sum(m.outcome == "error" for m in obs.members),
+                  "probecore.group": str(planned.check.group)}
+        round_obs = Observation(outcome=verdict.outcome, failure=verdict.failure, value=obs.value,
+                                unit=obs.unit, phases=obs.phases, target=obs.target,
+                                details={**obs.details, **counts})
+        records.append(self._record(planned, ctx, round_obs, slot, started, duration))
+        return records
+
     def _record(self, planned: _Planned, ctx: CheckContext, obs: Observation, slot: float,
-                started: datetime, duration: float) -> SLIRecord:
+                started: datetime, duration: float, *, check_id: str | None = None,
+                own_phases: bool = False) -> SLIRecord:
         check, kind = planned.check, planned.kind
         secrets = set(ctx.revealed)
         target = obs.target or describe_target(kind, check.config)
@@ -197,11 +226,12 @@ class Scheduler:
             details = {k: redact(v, secrets) if isinstance(v, str) else v for k, v in details.items()}
         unit = (obs.unit or kind.unit) if obs.value is not None else None
         return SLIRecord(
-            check=check.full_id, probe=check.probe, target=target, vantage=self.vantage,
+            check=check_id or check.full_id, probe=check.probe, target=target, vantage=self.vantage,
             scheduled_at=format_timestamp(datetime.fromtimestamp(slot, timezone.utc)),
             started_at=format_timestamp(started), duration_s=max(0.0, duration),
             outcome=outcome, value=obs.value, unit=unit,
-            phases={**ctx.phases, **obs.phases}, failure=failure, details=details,
+            phases=dict(obs.phases) if own_phases else {**ctx.phases, **obs.phases},
+            failure=failure, details=details,
             labels=check.labels)
 
 

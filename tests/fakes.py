@@ -22,6 +22,9 @@ class ScriptedConfig(ProbeConfig):
     code: str = "scripted_failure"
     attribution: str = "provider"
     details: dict[str, str] = {}
+    members: list[str] = []           # check these members (a round), failing those below
+    failing_members: list[str] = []
+    error_members: list[str] = []
 
 
 class ScriptedProbe(ProbeKind[ScriptedConfig]):
@@ -48,6 +51,14 @@ class ScriptedProbe(ProbeKind[ScriptedConfig]):
                         await trio.sleep(config.sleep)
                 else:
                     await trio.sleep(config.sleep)
+        if config.members:
+            return Observation.ok(details={"round": number}, members=[
+                Observation.fail("member_down", f"{name} is down", member=name)
+                if name in config.failing_members else
+                Observation.error("member_unknown", f"{name} could not be judged", member=name)
+                if name in config.error_members else
+                Observation.ok(0.5, member=name, phases={"reach": 0.5})
+                for name in config.members])
         if config.raise_error:
             raise ValueError("scripted crash")
         if config.wrong_return:

@@ -1,0 +1,93 @@
+"""Group rules: a round over several members judged as the contract words it."""
+
+from __future__ import annotations
+
+import pytest
+
+from probecore import Observation, ProfileError, load_profile
+from probecore._groups import GroupRule, is_member, parent_check
+from probecore._runner import RunOptions, run_profile
+from probecore._clock import TrioWallClock
+from probecore.testing import DEFAULT_START, MemoryStore, make_host, write_profile
+from tests.fakes import ScriptedPlugin
+
+
+def members(failing: int, ok: int, error: int = 0) -> list[Observation]:
+    return ([Observation.fail("down", "x", member=f"f{i}") for i in range(failing)]
+            + [Observation.ok(member=f"o{i}") for i in range(ok)]
+            + [Observation.error("unknown", "x", member=f"e{i}") for i in range(error)])
+
+
+@pytest.mark.parametrize(("rule", "failing", "ok", "error", "outcome"), [
+    ("all", 0, 3, 0, "ok"),
+    ("all", 1, 2, 0, "fail"),
+    ("any", 2, 1, 0, "ok"),          # power: one source delivering is enough
+    ("any", 3, 0, 0, "fail"),
+    ("any", 1, 0, 2, "fail"),        # errors are no evidence: the one judged source failed
+    ("all", 0, 0, 3, "error"),       # nothing judged
+    ({"failing": ">= 10%"}, 1, 9, 0, "fail"),   # 003: 10 % or more of users is a fault
+    ({"failing": ">= 10%"}, 0, 10, 0, "ok"),
+    ({"failing": ">= 10%"}, 1, 10, 0, "ok"),    # 1 of 11 is 9.1 %
+    ({"failing": "> 10%"}, 1, 9, 0, "ok"),      # exactly 10 % does not exceed 10 %
+    ({"failing": "> 10%"}, 2, 8, 0, "fail"),
+    ({"failing": ">= 10%"}, 1, 9, 5, "fail"),   # errors leave the denominator: 1 of 10
+    ({"failing": ">= 2"}, 1, 9, 0, "ok"),
+    ({"failing": ">= 2"}, 2, 8, 0, "fail"),
+])
+def test_rules(rule, failing, ok, error, outcome):
+    verdict = GroupRule.parse(rule).judge(members(failing, ok, error))
+    assert verdict.outcome == outcome
+    if outcome == "fail":
+        assert verdict.failure.code == "group"
+        assert verdict.failure.attribution == "provider"
+        assert verdict.failure.message.startswith(f"{failing} of {failing + ok} members failed")
+
+
+def test_round_attribution_is_the_most_common_among_failing_members():
+    failing = [Observation.fail("auth", "x", attribution="customer", member=f"c{i}") for i in range(2)]
+    failing.append(Observation.fail("down", "x", member="p"))
+    assert GroupRule("all").judge(failing).failure.attribution == "customer"
+
+
+@pytest.mark.parametrize("bad", ['"most"', '{ failing = "10%" }', '{ failing = ">= 150%" }',
+                                 '{ fail = ">= 1" }', "3"])
+def test_bad_group_is_a_profile_error(tmp_path, bad):
+    text = f'[profile]\nname = "g"\n[[check]]\nid = "mail"\nprobe = "scripted"\ngroup = {bad}\n'
+    with pytest.raises(ProfileError) as caught:
+        load_profile(write_profile(tmp_path, text), make_host(ScriptedPlugin()).probes)
+    assert 'check "mail": key "group": ' in str(caught.value)
+
+
+async def test_a_round_writes_member_records_and_the_rounds(tmp_path, autojump_clock):
+    text = ('[profile]\nname = "mail"\n[[check]]\nid = "roundtrip"\nprobe = "scripted"\n'
+            'members = ["m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9"]\n'
+            'failing_members = ["m3"]\ngroup = { failing = ">= 10%" }\n')
+    host = make_host(ScriptedPlugin())
+    profile = load_profile(write_profile(tmp_path, text), host.probes)
+    store = MemoryStore()
+    result = await run_profile(profile, host, store, RunOptions(
+        once=True, clock=TrioWallClock(DEFAULT_START), vantage="t", handle_signals=False))
+    stored = list(store.records())
+    assert sorted(r.check for r in stored if is_member(r.check)) == [f"mail/roundtrip:m{i}" for i in range(10)]
+    (round_record,) = [r for r in stored if not is_member(r.check)]
+    assert round_record.outcome == "fail"
+    assert round_record.failure.message == "1 of 10 members failed (failing >= 10%): m3: member_down"
+    assert round_record.details["probecore.members_failed"] == 1
+    assert round_record.details["round"] == 1  # the probe's own details are kept
+    member = next(r for r in stored if r.check == "mail/roundtrip:m0")
+    assert member.phases == {"reach": 0.5} and member.value == 0.5
+    assert parent_check(member.check) == "mail/roundtrip"
+    assert not result.all_ok
+    # Members have incident streams of their own, confirmed like their check.
+    assert {e.check for e in store.events()} == {"mail/roundtrip", "mail/roundtrip:m3"}
+
+
+async def test_duplicate_member_names_are_an_error_record(tmp_path, autojump_clock):
+    text = ('[profile]\nname = "p"\n[[check]]\nid = "c"\nprobe = "scripted"\nmembers = ["a", "a"]\n')
+    host = make_host(ScriptedPlugin())
+    profile = load_profile(write_profile(tmp_path, text), host.probes)
+    store = MemoryStore()
+    await run_profile(profile, host, store, RunOptions(
+        once=True, clock=TrioWallClock(DEFAULT_START), vantage="t", handle_signals=False))
+    (record,) = store.records()
+    assert record.outcome == "error" and "names must be unique" in record.failure.message
