@@ -216,17 +216,20 @@ def cmd_plugins(args: argparse.Namespace, host: PluginHost) -> int:
     infos = host.plugins()
     if args.json:
         print(json.dumps([{"name": i.name, "version": i.version, "hooks": list(i.hooks),
-                           "builtin": i.builtin} for i in infos] , indent=2))
+                           "builtin": i.builtin, "adds": {k: list(v) for k, v in i.adds.items()}}
+                          for i in infos], indent=2))
         return 0
     from rich.table import Table
 
     from ._display import make_console
 
     table = Table()
-    for name in ("plugin", "version", "hooks", "kind"):
-        table.add_column(name)
+    for name in ("plugin", "version", "hooks", "adds", "kind"):
+        table.add_column(name, overflow="fold")
     for info in infos:
-        table.add_row(info.name, info.version, ", ".join(info.hooks), "built-in" if info.builtin else "third party")
+        adds = "; ".join(f"{what}: {', '.join(items)}" for what, items in info.adds.items())
+        table.add_row(info.name, info.version, ", ".join(info.hooks), adds,
+                      "built-in" if info.builtin else "third party")
     console = make_console()
     console.print(table)
     blocked = host.blocked()

@@ -100,6 +100,8 @@ class PluginInfo:
     version: str
     hooks: tuple[str, ...]
     builtin: bool
+    adds: dict[str, tuple[str, ...]]
+    """What it added to each registry: ``{"probe kinds": ("tcp",), "stores": ()}``."""
 
 
 class PluginHost:
@@ -157,13 +159,18 @@ class PluginHost:
 
     def plugins(self) -> list[PluginInfo]:
         """Every registered plugin with its distribution version and the hooks it implements."""
+        registries = {"probe kinds": self.probes, "objective kinds": self.evaluators,
+                      "notifiers": self.notifiers, "stores": self.stores}  # fills them: errors show
         infos = []
         for name, plugin in self.pm.list_name_plugin():
             if plugin is None:  # blocked
                 continue
             hooks = tuple(sorted(c.name for c in self.pm.get_hookcallers(plugin) or ()))
             version = self._versions.get(name) or _own_version()
-            infos.append(PluginInfo(name, version, hooks, name in self._builtin))
+            adds = {what: tuple(item for item in registry if registry.owner(item) == name)
+                    for what, registry in registries.items()}
+            infos.append(PluginInfo(name, version, hooks, name in self._builtin,
+                                    {what: items for what, items in adds.items() if items}))
         return infos
 
     def blocked(self) -> list[str]:

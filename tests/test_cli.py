@@ -61,6 +61,8 @@ def test_plugins_json_lists_builtins_with_their_hooks(capsysbinary):
     listed = {p["name"]: p for p in json.loads(out)}
     assert listed["probecore_plugins.tcp"]["hooks"] == ["probecore_add_probes"]
     assert listed["probecore_plugins.sqlite"]["hooks"] == ["probecore_add_stores"]
+    assert listed["probecore_plugins.tcp"]["adds"] == {"probe kinds": ["tcp"]}
+    assert listed["probecore_plugins.sqlite"]["adds"] == {"stores": ["sqlite"]}
     assert all(p["builtin"] for p in listed.values() if p["name"].startswith("probecore_plugins."))
 
 

@@ -190,7 +190,8 @@ def listed(result: subprocess.CompletedProcess[str]) -> dict[str, dict]:
 def test_installed_plugin_is_listed_with_its_version_and_hooks(sites: dict[str, Path], tmp_path: Path) -> None:
     plugins = listed(probe(["plugins", "--json"], site=sites["hello"], cwd=tmp_path))
     assert plugins["hello"] == {"name": "hello", "version": "1.2.3",
-                                "hooks": ["probecore_add_probes"], "builtin": False}
+                                "hooks": ["probecore_add_probes"], "builtin": False,
+                                "adds": {"probe kinds": ["hello"]}}
     for name in probecore.BUILTIN_PLUGINS:
         assert plugins[name]["builtin"] is True
         assert plugins[name]["version"] == importlib.metadata.version("probecore")
