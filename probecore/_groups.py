@@ -11,6 +11,8 @@ itself, whose outcome is decided here by the check's ``group`` rule:
   the operator (contract 003: a fault is 10 % or more of users unable to use mail);
   ``{ failing = ">= 2" }`` counts members instead.
 
+A failed round's failure code is the failing members' code when they all share one (every
+power source: ``no_power``), else ``group``; its attribution is the most common among them.
 Members whose outcome is ``error`` (the probe could not judge them) are no evidence: they are left
 out of the count and of the denominator. A round with no judged member is itself an ``error``.
 """
@@ -73,9 +75,12 @@ class GroupRule:
         if not failed:
             return Observation.ok()
         attribution = _attribution(failing)
+        codes = {m.failure.code if m.failure else "fail" for m in failing}
+        # One shared reason names the round (every power source: no_power); else "group".
+        code = codes.pop() if len(codes) == 1 else "group"
         names = "; ".join(f"{m.member}: {m.failure.code if m.failure else 'fail'}" for m in failing)
         return Observation(outcome="fail", failure=Failure(
-            "group", attribution, f"{len(failing)} of {len(judged)} members failed ({self}): {names}"))
+            code, attribution, f"{len(failing)} of {len(judged)} members failed ({self}): {names}"))
 
 
 def _attribution(failing: Sequence[Observation]) -> str:

@@ -28,6 +28,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "probecore_plugins.sqlite",
     "probecore_plugins.ftp",
     "probecore_plugins.ping",
+    "probecore_plugins.power",
 )
 """Module names of the built-in plugins, registered in this order before any third party."""
 
