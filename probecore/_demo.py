@@ -13,7 +13,10 @@ as shares of the run (``--for``, default 20 s):
   50 % to 85 %: the site's binding is wrong, so its 503s are attributed to the customer and make
   no incident;
 * ``ftp`` (aioftp 18321, through the asyncio bridge) lets ``demo`` log in with a password the
-  demo puts in ``PROBECORE_DEMO_FTP_PASSWORD``.
+  demo puts in ``PROBECORE_DEMO_FTP_PASSWORD``;
+* ``power`` (a NUT server, 18349) reports UPS ``ups1`` on line (``OL``), but on battery
+  (``OB``) from 30 % to 45 %: power is still delivered, so the records are ok with
+  ``on_battery`` set.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ FLAKY_DOWN = (0.25, 0.55)
 SLOW_AT = 0.75
 DNS_WRONG = (0.50, 0.85)
 SITE_DOWN = (0.60, 0.80)
+ON_BATTERY = (0.30, 0.45)
 
 
 class DemoServices:
@@ -74,6 +78,7 @@ class DemoServices:
                 await nursery.start(partial(trio.serve_tcp, self._site, self.ports["site"], host="127.0.0.1"))
                 await nursery.start(self._dns)
                 await nursery.start(self._ftp)
+                await nursery.start(partial(trio.serve_tcp, self._nut, self.ports["power"], host="127.0.0.1"))
             except OSError as exc:
                 raise UsageError(f"demo: cannot listen on 127.0.0.1 ({exc.strerror}); "
                                  "is another demo running?") from None
@@ -135,6 +140,41 @@ class DemoServices:
             except trio.BrokenResourceError:
                 pass
 
+    async def _nut(self, stream: trio.SocketStream) -> None:
+        """Enough of the NUT network protocol (upsd) for a power check: LIST UPS/VAR, LOGOUT."""
+        async with stream:
+            buffer = b""
+            try:
+                while True:
+                    chunk = await stream.receive_some(4096)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        words = line.decode(errors="replace").split()
+                        if words[:2] == ["LIST", "UPS"]:
+                            reply = 'BEGIN LIST UPS\nUPS ups1 "Demo UPS"\nEND LIST UPS\n'
+                        elif words[:3] == ["LIST", "VAR", "ups1"]:
+                            status = "OB" if self.during(ON_BATTERY) else "OL"
+                            charge = "87" if status == "OB" else "100"
+                            reply = ("BEGIN LIST VAR ups1\n" + "".join(
+                                f'VAR ups1 {name} "{value}"\n' for name, value in (
+                                    ("ups.status", status), ("battery.charge", charge),
+                                    ("battery.runtime", "1800"), ("input.voltage", "0.0" if status == "OB" else "230.0"),
+                                    ("output.voltage", "230.0"), ("ups.load", "12")))
+                                     + "END LIST VAR ups1\n")
+                        elif words[:2] == ["LIST", "VAR"]:
+                            reply = "ERR UNKNOWN-UPS\n"
+                        elif words[:1] == ["LOGOUT"]:
+                            await stream.send_all(b"OK Goodbye\n")
+                            return
+                        else:
+                            reply = "ERR UNKNOWN-COMMAND\n"
+                        await stream.send_all(reply.encode())
+            except trio.BrokenResourceError:
+                pass
+
     def _dns_answer(self, wire: bytes) -> bytes | None:
         import dns.exception
         import dns.flags
@@ -188,16 +228,26 @@ class DemoServices:
                     await run_asyncio(server.close)
 
 
+def _median(values: list[float], unit: str | None) -> str:
+    from ._display import format_seconds
+
+    if not values:
+        return "–"
+    middle = statistics.median(values)
+    return format_seconds(middle) if unit == "s" else f"{middle:g} {unit or ''}".strip()
+
+
 def run_demo(host: PluginHost, *, duration: float, store_url: str | None, json_mode: bool) -> int:
     from rich.live import Live
     from rich.table import Table
 
-    from ._display import JsonLines, LiveTable, format_seconds, make_console
+    from ._display import JsonLines, LiveTable, make_console
 
     if duration < 10:
         raise UsageError("demo: --for must be at least 10s (the demo needs time for an outage)")
     profile = load_profile(demo_profile_path(), host.probes)
-    ports = {"greeting": 18301, "flaky": 18302, "slow": 18303, "site": 18380, "site-dns": 18353, "ftp": 18321}
+    ports = {"greeting": 18301, "flaky": 18302, "slow": 18303, "site": 18380, "site-dns": 18353, "ftp": 18321,
+             "power": 18349}
     # The demo's FTP password: made up for this run, read by the ftp check through its secret
     # reference like any other, and never shown.
     os.environ.setdefault(DEMO_PASSWORD_ENV, secrets.token_urlsafe(12))
@@ -214,7 +264,8 @@ def run_demo(host: PluginHost, *, duration: float, store_url: str | None, json_m
     console.print(f"[bold]probecore demo[/]: {len(profile.checks)} checks against loopback services for "
                   f"{duration:g}s. Injected: 'flaky' down {at(FLAKY_DOWN[0])}–{at(FLAKY_DOWN[1])}; 'slow' "
                   f"late once at {at(SLOW_AT)}; the site's DNS points elsewhere {at(DNS_WRONG[0])}–"
-                  f"{at(DNS_WRONG[1])} while the site answers 503 {at(SITE_DOWN[0])}–{at(SITE_DOWN[1])}")
+                  f"{at(DNS_WRONG[1])} while the site answers 503 {at(SITE_DOWN[0])}–{at(SITE_DOWN[1])}; the UPS "
+                  f"is on battery {at(ON_BATTERY[0])}–{at(ON_BATTERY[1])}")
     options = RunOptions(vantage=default_vantage(), duration=duration)
     table = LiveTable(profile, options.vantage)
     services = DemoServices(duration, ports)
@@ -249,7 +300,7 @@ def run_demo(host: PluginHost, *, duration: float, store_url: str | None, json_m
         values = [r.value for r in mine if r.value is not None]
         codes = Counter(f"{r.failure.code} ({r.failure.attribution})" for r in mine if r.failure)
         summary.add_row(check.id, str(len(mine)), str(outcomes["ok"]), str(outcomes["fail"]),
-                        str(outcomes["error"]), format_seconds(statistics.median(values)) if values else "–",
+                        str(outcomes["error"]), _median(values, mine[-1].unit if mine else None),
                         ", ".join(f"{c} ×{n}" for c, n in codes.items()))
     console.print(summary)
     for event in result.events:

@@ -21,7 +21,7 @@ def test_demo_shows_an_outage_a_flap_and_a_binding_excluded(tmp_path):
     by_check: dict[str, list[dict]] = {}
     for record in records:
         by_check.setdefault(record["check"].split("/")[1], []).append(record)
-    assert set(by_check) == {"greeting", "flaky", "slow", "site", "site-dns", "ftp"}
+    assert set(by_check) == {"greeting", "flaky", "slow", "site", "site-dns", "ftp", "power", "power:ups1"}
 
     def failures(check: str) -> Counter:
         return Counter((r["failure"]["code"], r["failure"]["attribution"]) for r in by_check[check]
@@ -29,6 +29,10 @@ def test_demo_shows_an_outage_a_flap_and_a_binding_excluded(tmp_path):
 
     assert failures("greeting") == Counter()
     assert failures("ftp") == Counter()
+    # The UPS ran on battery for a while: power still delivered (ok), and reported.
+    assert failures("power") == Counter() and failures("power:ups1") == Counter()
+    on_battery = [r["details"]["on_battery"] for r in by_check["power:ups1"]]
+    assert True in on_battery and on_battery[0] is False and on_battery[-1] is False
     assert set(failures("flaky")) == {("connect_refused", "provider")}
     assert failures("slow") == Counter({("timeout", "provider"): 1})
     assert set(failures("site-dns")) == {("mismatch", "customer")}
