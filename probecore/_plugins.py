@@ -27,8 +27,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "probecore_plugins.dns",
     "probecore_plugins.sqlite",
     "probecore_plugins.ftp",
-    "probecore_plugins.ping",
     "probecore_plugins.power",
+    "probecore_plugins.mail",
+    "probecore_plugins.ping",
 )
 """Module names of the built-in plugins, registered in this order before any third party."""
 
