@@ -14,6 +14,8 @@ as shares of the run (``--for``, default 20 s):
   no incident;
 * ``ftp`` (aioftp 18321, through the asyncio bridge) lets ``demo`` log in with a password the
   demo puts in ``PROBECORE_DEMO_FTP_PASSWORD``;
+* ``mail`` (a small SMTP server, 18325, delivering to a POP3 server, 18326): alice mails bob,
+  who reads it over POP3; the password is made up per run like the FTP one;
 * ``power`` (a NUT server, 18349) reports UPS ``ups1`` on line (``OL``), but on battery
   (``OB``) from 30 % to 45 %: power is still delivered, so the records are ok with
   ``on_battery`` set.
@@ -45,6 +47,7 @@ def demo_profile_path() -> Path:
 
 
 DEMO_PASSWORD_ENV = "PROBECORE_DEMO_FTP_PASSWORD"
+DEMO_MAIL_PASSWORD_ENV = "PROBECORE_DEMO_MAIL_PASSWORD"
 SITE_NAME = "www.demo.test."
 
 # When each injected failure happens, as shares of the run.
@@ -62,6 +65,7 @@ class DemoServices:
         self.duration = duration
         self.ports = ports
         self.started = 0.0
+        self.mailboxes: dict[str, list[bytes]] = {}
 
     def elapsed_share(self) -> float:
         return (trio.current_time() - self.started) / self.duration
@@ -79,6 +83,8 @@ class DemoServices:
                 await nursery.start(self._dns)
                 await nursery.start(self._ftp)
                 await nursery.start(partial(trio.serve_tcp, self._nut, self.ports["power"], host="127.0.0.1"))
+                await nursery.start(partial(trio.serve_tcp, self._smtp, self.ports["smtp"], host="127.0.0.1"))
+                await nursery.start(partial(trio.serve_tcp, self._pop3, self.ports["pop3"], host="127.0.0.1"))
             except OSError as exc:
                 raise UsageError(f"demo: cannot listen on 127.0.0.1 ({exc.strerror}); "
                                  "is another demo running?") from None
@@ -139,6 +145,107 @@ class DemoServices:
                                       b"\r\nConnection: close\r\n\r\n" + body)
             except trio.BrokenResourceError:
                 pass
+
+    async def _smtp(self, stream: trio.SocketStream) -> None:
+        """Enough SMTP for a probe: EHLO, AUTH PLAIN, MAIL, RCPT, DATA (delivered at once), QUIT."""
+        import base64
+        from email.utils import formatdate
+
+        password = os.environ[DEMO_MAIL_PASSWORD_ENV]
+        lines = _Lines(stream)
+        try:
+            await stream.send_all(b"220 mail.demo.test ESMTP probecore demo\r\n")
+            recipients: list[str] = []
+            while (line := await lines.next()) is not None:
+                verb = line.split(" ", 1)[0].upper()
+                if verb in ("EHLO", "HELO"):
+                    await stream.send_all(b"250-mail.demo.test\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n")
+                elif verb == "AUTH":
+                    words = line.split()
+                    blob = words[2] if len(words) > 2 else ""
+                    parts = base64.b64decode(blob + "==").split(b"\0") if blob else []
+                    ok = len(parts) == 3 and parts[2].decode(errors="replace") == password
+                    await stream.send_all(b"235 2.7.0 authenticated\r\n" if ok else b"535 5.7.8 bad credentials\r\n")
+                elif verb == "MAIL":
+                    recipients = []
+                    await stream.send_all(b"250 2.1.0 ok\r\n")
+                elif verb == "RCPT":
+                    recipients.append(line.split(":", 1)[1].strip().strip("<>").lower())
+                    await stream.send_all(b"250 2.1.5 ok\r\n")
+                elif verb == "DATA":
+                    await stream.send_all(b"354 end with <CRLF>.<CRLF>\r\n")
+                    body = []
+                    while (data := await lines.next()) not in (".", None):
+                        body.append(data[1:] if data.startswith("..") else data)
+                    received = f"Received: from probe by mail.demo.test; {formatdate(localtime=False)}"
+                    message = "\r\n".join([received, *body]).encode() + b"\r\n"
+                    for recipient in recipients:
+                        self.mailboxes.setdefault(recipient, []).append(message)
+                    await stream.send_all(b"250 2.0.0 delivered\r\n")
+                elif verb == "QUIT":
+                    await stream.send_all(b"221 2.0.0 bye\r\n")
+                    return
+                elif verb in ("RSET", "NOOP"):
+                    await stream.send_all(b"250 2.0.0 ok\r\n")
+                else:
+                    await stream.send_all(b"502 5.5.2 not implemented\r\n")
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            await stream.aclose()
+
+    async def _pop3(self, stream: trio.SocketStream) -> None:
+        """Enough POP3 for a probe: USER, PASS, STAT, LIST, TOP, RETR, DELE, QUIT."""
+        password = os.environ[DEMO_MAIL_PASSWORD_ENV]
+        lines = _Lines(stream)
+        user, box, deleted = "", [], set()
+
+        def dotted(text: bytes) -> bytes:
+            return b"".join(b"." + part if part.startswith(b".") else part
+                            for part in text.splitlines(keepends=True)) + b".\r\n"
+
+        try:
+            await stream.send_all(b"+OK probecore demo POP3\r\n")
+            while (line := await lines.next()) is not None:
+                words = line.split()
+                verb = words[0].upper() if words else ""
+                number = int(words[1]) if len(words) > 1 and words[1].isdigit() else 0
+                valid = 1 <= number <= len(box) and number not in deleted
+                if verb == "USER":
+                    user = words[1].lower() if len(words) > 1 else ""
+                    await stream.send_all(b"+OK\r\n")
+                elif verb == "PASS":
+                    if line[5:] == password:
+                        box = list(self.mailboxes.get(user, []))
+                        await stream.send_all(b"+OK logged in\r\n")
+                    else:
+                        await stream.send_all(b"-ERR [AUTH] authentication failed\r\n")
+                elif verb == "STAT":
+                    await stream.send_all(f"+OK {len(box)} {sum(map(len, box))}\r\n".encode())
+                elif verb == "LIST":
+                    listing = "".join(f"{i} {len(m)}\r\n" for i, m in enumerate(box, 1) if i not in deleted)
+                    await stream.send_all(f"+OK\r\n{listing}.\r\n".encode())
+                elif verb in ("TOP", "RETR") and valid:
+                    message = box[number - 1]
+                    if verb == "TOP":
+                        message = message.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+                    await stream.send_all(b"+OK\r\n" + dotted(message))
+                elif verb == "DELE" and valid:
+                    deleted.add(number)
+                    await stream.send_all(b"+OK deleted\r\n")
+                elif verb == "QUIT":
+                    mine = self.mailboxes.get(user, [])
+                    for gone in (box[i - 1] for i in deleted):
+                        if gone in mine:
+                            mine.remove(gone)
+                    await stream.send_all(b"+OK bye\r\n")
+                    return
+                else:
+                    await stream.send_all(b"-ERR unknown command or message\r\n")
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            await stream.aclose()
 
     async def _nut(self, stream: trio.SocketStream) -> None:
         """Enough of the NUT network protocol (upsd) for a power check: LIST UPS/VAR, LOGOUT."""
@@ -228,6 +335,23 @@ class DemoServices:
                     await run_asyncio(server.close)
 
 
+class _Lines:
+    """CRLF-terminated lines from a stream (``None`` at end of stream)."""
+
+    def __init__(self, stream: trio.SocketStream):
+        self.stream = stream
+        self.buffer = b""
+
+    async def next(self) -> str | None:
+        while b"\n" not in self.buffer:
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.rstrip(b"\r").decode(errors="replace")
+
+
 def _median(values: list[float], unit: str | None) -> str:
     from ._display import format_seconds
 
@@ -247,10 +371,11 @@ def run_demo(host: PluginHost, *, duration: float, store_url: str | None, json_m
         raise UsageError("demo: --for must be at least 10s (the demo needs time for an outage)")
     profile = load_profile(demo_profile_path(), host.probes)
     ports = {"greeting": 18301, "flaky": 18302, "slow": 18303, "site": 18380, "site-dns": 18353, "ftp": 18321,
-             "power": 18349}
+             "power": 18349, "smtp": 18325, "pop3": 18326}
     # The demo's FTP password: made up for this run, read by the ftp check through its secret
     # reference like any other, and never shown.
     os.environ.setdefault(DEMO_PASSWORD_ENV, secrets.token_urlsafe(12))
+    os.environ.setdefault(DEMO_MAIL_PASSWORD_ENV, secrets.token_urlsafe(12))
     if store_url is None:
         path = data_dir() / "demo.sqlite3"
         for suffix in ("", "-wal", "-shm"):  # the demo's own store starts empty each time

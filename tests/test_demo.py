@@ -14,6 +14,7 @@ from tests.conftest import assert_valid_records
 def test_demo_shows_an_outage_a_flap_and_a_binding_excluded(tmp_path):
     env = {**os.environ, "PROBECORE_DATA_DIR": str(tmp_path)}
     env["PROBECORE_DEMO_FTP_PASSWORD"] = "demo-Secret-4711"
+    env["PROBECORE_DEMO_MAIL_PASSWORD"] = "demo-Mail-0815"
     result = subprocess.run([sys.executable, "-m", "probecore", "demo", "--for", "10s", "--json"],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -21,7 +22,7 @@ def test_demo_shows_an_outage_a_flap_and_a_binding_excluded(tmp_path):
     by_check: dict[str, list[dict]] = {}
     for record in records:
         by_check.setdefault(record["check"].split("/")[1], []).append(record)
-    assert set(by_check) == {"greeting", "flaky", "slow", "site", "site-dns", "ftp", "power", "power:ups1"}
+    assert set(by_check) == {"greeting", "flaky", "slow", "site", "site-dns", "ftp", "mail", "power", "power:ups1"}
 
     def failures(check: str) -> Counter:
         return Counter((r["failure"]["code"], r["failure"]["attribution"]) for r in by_check[check]
@@ -29,6 +30,7 @@ def test_demo_shows_an_outage_a_flap_and_a_binding_excluded(tmp_path):
 
     assert failures("greeting") == Counter()
     assert failures("ftp") == Counter()
+    assert failures("mail") == Counter() and by_check["mail"][0]["phases"]["delivery"] >= 0
     # The UPS ran on battery for a while: power still delivered (ok), and reported.
     assert failures("power") == Counter() and failures("power:ups1") == Counter()
     on_battery = [r["details"]["on_battery"] for r in by_check["power:ups1"]]
@@ -41,6 +43,7 @@ def test_demo_shows_an_outage_a_flap_and_a_binding_excluded(tmp_path):
     assert all("probecore.binding" in r["details"] for r in by_check["site"] if r["failure"])
     assert "1 incident(s) confirmed" in result.stderr
     assert "demo-Secret-4711" not in result.stdout + result.stderr
+    assert "demo-Mail-0815" not in result.stdout + result.stderr
 
     events = subprocess.run([sys.executable, "-m", "probecore", "records", "--events", "--store",
                              str(tmp_path / "demo.sqlite3"), _demo_profile()],
