@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import HOST, daemon_binary, free_port, read_text
+from tests.servers import HOST, daemon_binary, free_port, read_text, stop_process
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -98,13 +98,8 @@ def _ready(directory: Path, pid: int, port: int) -> bool:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()  # SIGTERM: nginx's fast shutdown; the master stops its workers
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
+    # SIGTERM: nginx's fast shutdown; the master stops its workers
+    stop_process(proc, STOP_TIMEOUT)
 
 
 def start_nginx(directory: Path) -> tuple[Nginx, subprocess.Popen[bytes]]:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import HOST, free_port, read_text
+from tests.servers import HOST, free_port, read_text, stop_process
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
@@ -156,15 +156,8 @@ def _serving(host: str, port: int) -> bool:
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in reversed(procs):
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in reversed(procs):
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
+    for proc in reversed(procs):  # upsd first, then the driver it reads
+        stop_process(proc, STOP_TIMEOUT)
 
 
 def start_nut(directory: Path) -> tuple[Nut, list[subprocess.Popen[bytes]]]:

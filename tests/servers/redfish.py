@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import trustme
 
-from tests.servers import HOST, daemon_binary, free_port, read_text
+from tests.servers import HOST, daemon_binary, free_port, read_text, stop_process
 
 START_TIMEOUT = 10.0
 REDFISH_PASSWORD = "bmc-secret"
@@ -191,13 +191,7 @@ def start(directory: Path) -> tuple[Redfish, subprocess.Popen[bytes]]:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    stop_process(proc)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import HOST, daemon_binary, read_text
+from tests.servers import HOST, daemon_binary, read_text, stop_process
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -124,13 +124,7 @@ def _ready(port: int) -> bool:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
+    stop_process(proc, STOP_TIMEOUT)
 
 
 def start_snmpd(directory: Path) -> tuple[Snmpd, subprocess.Popen[bytes]]:

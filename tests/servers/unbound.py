@@ -27,7 +27,7 @@ import dns.message
 import dns.query
 import pytest
 
-from tests.servers import HOST, daemon_binary, free_port, read_text
+from tests.servers import HOST, daemon_binary, free_port, read_text, stop_process
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -130,13 +130,7 @@ class Unbound:
         return self.directory / "unbound.log"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT)
+        stop_process(self.proc, STOP_TIMEOUT)
 
 
 def _answers(port: int, zone: str) -> bool:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import HOST, daemon_binary, free_port, read_text
+from tests.servers import HOST, daemon_binary, free_port, read_text, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 10.0
@@ -139,13 +139,7 @@ def _get(port: int, request: bytes) -> bytes:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
+    stop_process(proc, STOP_TIMEOUT)
 
 
 def write_certificates(directory: Path) -> Path:
