@@ -6,6 +6,12 @@ plugin contract) and ``probecore.testing`` (the kit for plugin authors). A plugi
 from these three.
 """
 
+from ._annotations import (
+    EXCLUSION_REASONS,
+    Annotation,
+    decode_annotation,
+    encode_annotation,
+)
 from ._asyncio_bridge import run_asyncio
 from ._clock import SystemClock, TrioWallClock, WallClock
 from ._durations import Duration, format_duration, parse_duration
@@ -16,6 +22,16 @@ from ._errors import (
     SecretError,
     StoreError,
     UsageError,
+)
+from ._evaluation import (
+    EvaluationContext,
+    Evaluator,
+    ObjectiveConfig,
+    Period,
+    Verdict,
+    compare,
+    duration_verdict,
+    ratio_verdict,
 )
 from ._incidents import (
     IncidentEvent,
@@ -50,10 +66,14 @@ from ._record import (
     timestamp_ms,
 )
 from ._secrets import Secret
+from ._timeline import DOWN, EXCLUDED, UNKNOWN, UP, format_timestamp_ms
 from ._store import Store, StoreFactory, default_store_url, open_store
 from .hookspec import hookimpl
 
 __all__ = [
+    "DOWN", "EXCLUDED", "UNKNOWN", "UP", "EvaluationContext", "Evaluator", "ObjectiveConfig", "Period", "Verdict", "compare",
+    "duration_verdict", "format_timestamp_ms", "ratio_verdict",
+    "EXCLUSION_REASONS", "Annotation", "decode_annotation", "encode_annotation",
     "ATTRIBUTIONS", "BUILTIN_PLUGINS", "SCHEMA_ID", "Attribution", "Check", "CheckContext",
     "Duration", "Failure", "IncidentEvent", "IncidentTracker", "Observation", "Outcome",
     "PluginError", "PluginHost", "PluginInfo", "ProbeConfig", "ProbeKind", "ProbecoreError",

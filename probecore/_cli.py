@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true", help="as JSON")
 
     schema = sub.add_parser("schema", help="print the JSON Schema of an SLI record or incident event")
-    schema.add_argument("what", nargs="?", choices=("sli", "event"), default="sli")
+    schema.add_argument("what", nargs="?", choices=("sli", "event", "report"), default="sli")
 
     records = sub.add_parser("records", help="print stored records as JSON Lines, or import them",
                              description="probe records PROFILE [--check ID] [--since T] [--until T]\n"
@@ -90,6 +90,25 @@ def build_parser() -> argparse.ArgumentParser:
     records.add_argument("--until", metavar="T", help="records that started before T")
     records.add_argument("--events", action="store_true", help="print incident events instead of records")
     _store_option(records)
+
+    report = sub.add_parser(
+        "report", help="judge a month (or year) of records against the profile's objectives",
+        description="Judge every [[objective]] of PROFILE over a calendar month or year in the "
+        "profile's time zone: measured value, operator, target, met, budget, coverage, the "
+        "outages with their exclusions, and the remedy owed (docs/objectives.md).",
+        epilog="Exit status: 0 every objective met, 1 any objective missed or unknown, 2 bad usage.")
+    report.add_argument("profile", metavar="PROFILE")
+    when = report.add_mutually_exclusive_group()
+    when.add_argument("--month", metavar="YYYY-MM", help="the month to judge (default: the current one, to date)")
+    when.add_argument("--year", metavar="YYYY", help="judge the yearly objectives (period = \"year\") of this year")
+    report.add_argument("--format", choices=("table", "json", "markdown"), default="table",
+                        help="table (default), json (schema: 'probe schema report') or markdown")
+    report.add_argument("--objective", metavar="ID", action="append", default=None,
+                        help="only this objective (repeatable)")
+    _store_option(report)
+
+    from ._cli_ledger import add_parsers
+    add_parsers(sub)
 
     demo = sub.add_parser("demo", help="start loopback demo services and run the demo profile against them",
                           description="Starts small services on 127.0.0.1, runs the embedded demo "
@@ -176,8 +195,10 @@ def _main(argv: list[str]) -> int:
         parser.print_help()
         return 2
     host = make_plugin_manager(blocked=args.no_plugin)
+    from ._cli_ledger import COMMANDS as ledger_commands
     command = {"run": cmd_run, "check": cmd_check, "plugins": cmd_plugins, "schema": cmd_schema,
-               "records": cmd_records, "demo": cmd_demo}[args.command]
+               "records": cmd_records, "report": cmd_report, "demo": cmd_demo,
+               **ledger_commands}[args.command]
     return command(args, host)
 
 
@@ -190,7 +211,7 @@ def cmd_check(args: argparse.Namespace, host: PluginHost) -> int:
     from ._durations import format_duration
     from ._probe import describe_target
 
-    profile = load_profile(args.profile, host.probes)
+    profile = load_profile(args.profile, host.probes, host.evaluators)
     console = make_console()
     console.print(f"[bold]{profile.path}[/]: profile [bold]{profile.name}[/] is valid"
                   + (f" (contract {profile.contract})" if profile.contract else ""))
@@ -205,6 +226,16 @@ def cmd_check(args: argparse.Namespace, host: PluginHost) -> int:
                       format_duration(check.timeout), format_duration(check.retry_interval),
                       str(check.confirm), f"+{check.phase_offset:g}s")
     console.print(table)
+    if profile.objective_configs:
+        objectives = Table(title=f"{len(profile.objective_configs)} objectives", title_justify="left")
+        for name in ("id", "clause", "kind", "checks", "period", "threshold", "remedy"):
+            objectives.add_column(name)
+        for o in profile.objective_configs:
+            threshold = (f"{o.op} {format_duration(o.limit) if o.limit is not None else f'{o.target:g}'}"
+                         if o.op else "–")
+            objectives.add_row(o.id, o.clause or "–", o.kind, ", ".join(o.check_ids), o.period,
+                               threshold, o.remedy.kind if o.remedy else "–")
+        console.print(objectives)
     console.print(f"{len(profile.objectives)} objectives · {len(profile.maintenance)} maintenance windows"
                   f" · {len(profile.notify)} notification routes")
     return 0
@@ -242,6 +273,10 @@ def cmd_plugins(args: argparse.Namespace, host: PluginHost) -> int:
 def cmd_schema(args: argparse.Namespace, host: PluginHost) -> int:
     if args.what == "sli":
         schema = record_json_schema()
+    elif args.what == "report":
+        from ._evaluation import report_json_schema
+        schema = report_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     else:
         schema = msgspec.json.schema(IncidentEvent)
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -266,7 +301,7 @@ def cmd_run(args: argparse.Namespace, host: PluginHost) -> int:
 
     from ._display import JsonLines, LiveTable, make_console, results_table
 
-    profile = load_profile(args.profile, host.probes)
+    profile = load_profile(args.profile, host.probes, host.evaluators)
     options = RunOptions(once=args.once, vantage=args.vantage or default_vantage(),
                          max_concurrency=args.max_concurrency, per_host=args.per_host, duration=args.run_for)
     json_mode = args.json or not sys.stdout.isatty()
@@ -388,6 +423,14 @@ def read_records(name: str) -> list[SLIRecord]:
             except ValueError as exc:
                 raise UsageError(f"{name}: line {number}: {exc}; nothing was imported") from None
     return records
+
+
+# ---- probe report -----------------------------------------------------------------------------
+
+def cmd_report(args: argparse.Namespace, host: PluginHost) -> int:
+    from ._report import run_report
+
+    return run_report(args, host)
 
 
 # ---- probe demo -------------------------------------------------------------------------------

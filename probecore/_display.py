@@ -110,4 +110,7 @@ def results_table(records: Sequence[SLIRecord]) -> Table:
 
 
 def make_console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:  # a pipe or a file: wide enough that tables are not cut
+        console = Console(stderr=stderr, highlight=False, width=200)
+    return console

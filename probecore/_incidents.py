@@ -45,19 +45,29 @@ class IncidentEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """The latest failure (for suspected/confirmed), or ``None`` (resolved/flap)."""
 
 
-def counts_as_failure(record: SLIRecord) -> bool:
-    """Whether *record* counts towards an incident: a ``fail`` that is the provider's."""
+PROVIDER_ONLY: frozenset[str] = frozenset({"provider"})
+
+
+def counts_as_failure(record: SLIRecord, counted: frozenset[str] = PROVIDER_ONLY) -> bool:
+    """Whether *record* counts towards an incident: a ``fail`` whose attribution class is in
+    *counted* (by default only the provider's, as in ``probe run``)."""
     return (record.outcome == "fail" and record.failure is not None
-            and record.failure.attribution == "provider")
+            and record.failure.attribution in counted)
 
 
 class IncidentTracker:
-    """Incident state of one (check, vantage) stream. Feed records in start order."""
+    """Incident state of one (check, vantage) stream. Feed records in start order.
 
-    def __init__(self, confirm: int):
+    :param confirm: consecutive counted failures that confirm an incident.
+    :param counted: attribution classes whose failures count (the live tracker: the provider's
+        only; an objective that does not exclude, say, ``third_party`` counts those too).
+    """
+
+    def __init__(self, confirm: int, counted: frozenset[str] = PROVIDER_ONLY):
         if confirm < 1:
             raise ValueError("confirm must be at least 1")
         self.confirm = confirm
+        self.counted = counted
         self.failures = 0
         self.started_at: str | None = None
         self.confirmed = False
@@ -82,7 +92,7 @@ class IncidentTracker:
             self.failures = 0
             self.started_at = None
             self.confirmed = False
-        elif counts_as_failure(record):
+        elif counts_as_failure(record, self.counted):
             if not self.failures:
                 self.started_at = record.started_at
                 self._incident_id = f"{record.check}@{record.vantage}@{record.started_at}"

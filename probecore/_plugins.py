@@ -30,6 +30,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "probecore_plugins.power",
     "probecore_plugins.mail",
     "probecore_plugins.ping",
+    "probecore_plugins.push",
+    "probecore_plugins.objectives",
 )
 """Module names of the built-in plugins, registered in this order before any third party."""
 

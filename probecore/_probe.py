@@ -76,6 +76,9 @@ class ProbeKind(Generic[C]):
     Config: ClassVar[type[ProbeConfig]]
     unit: ClassVar[str | None] = None
     """Unit of the headline value (``"s"``, ``"ratio"`` …), used when the observation has none."""
+    passive: ClassVar[bool] = False
+    """``True`` for kinds whose records arrive from outside (``probe push``): the scheduler does
+    not run them; the check's ``interval`` is how often evidence is expected."""
 
     def target(self, config: C) -> str:
         """What is probed, for the record (URL, ``host:port``, mailbox); never a secret."""

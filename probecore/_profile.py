@@ -31,6 +31,7 @@ OPERATORS = ("<", "<=", ">=", ">")
 TABLES = ("profile", "defaults", "check", "objective", "maintenance", "notify")
 CHECK_KEYS = ("id", "probe", "interval", "timeout", "retry_interval", "confirm", "labels", "binding", "group")
 DEFAULT_KEYS = ("interval", "timeout", "retry_interval", "confirm", "labels")
+MAINTENANCE_KEYS = ("id", "start", "end", "every", "until", "check", "checks", "agreed", "announced", "note")
 PROFILE_KEYS = ("name", "contract", "timezone", "fee", "description")
 
 DEFAULT_INTERVAL = Duration(60.0)
@@ -95,6 +96,9 @@ class Profile:
     maintenance: tuple[dict[str, Any], ...] = ()
     notify: tuple[dict[str, Any], ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)
+    objective_configs: tuple[Any, ...] = ()
+    """The objectives validated by their evaluators' ``Config`` (when the profile was loaded
+    with the evaluator registry, as ``probe check``, ``run`` and ``report`` do)."""
 
     def check(self, check_id: str) -> Check:
         for item in self.checks:
@@ -104,10 +108,12 @@ class Profile:
                          + ", ".join(c.id for c in self.checks))
 
 
-def load_profile(path: str | Path, probes: Any) -> Profile:
+def load_profile(path: str | Path, probes: Any, evaluators: Any = None) -> Profile:
     """Read and validate the profile at *path*.
 
     :param probes: the probe-kind registry (``PluginHost.probes``) that ``probe = "..."`` names.
+    :param evaluators: the objective-kind registry (``PluginHost.evaluators``); with it every
+        ``[[objective]]`` is checked against its kind's ``Config``.
     :raises ProfileError: for anything wrong, with a one-line message.
     """
     path = Path(path)
@@ -124,14 +130,15 @@ def load_profile(path: str | Path, probes: Any) -> Profile:
         raise ProfileError(shown, "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(shown, f"invalid TOML: {exc}") from None
-    return _Loader(shown, path.parent, probes).profile(data)
+    return _Loader(shown, path.parent, probes, evaluators).profile(data)
 
 
 class _Loader:
-    def __init__(self, path: str, base_dir: Path, probes: Any):
+    def __init__(self, path: str, base_dir: Path, probes: Any, evaluators: Any = None):
         self.path = path
         self.base_dir = base_dir
         self.probes = probes
+        self.evaluators = evaluators
 
     def error(self, problem: str, table: str | None = None, key: str | None = None) -> ProfileError:
         return ProfileError(self.path, problem, table=table, key=key)
@@ -197,10 +204,11 @@ class _Loader:
         notify = tuple(self.route(t, i, ids) for i, t in enumerate(self.array(data, "notify")))
         self.unique(objectives, "objective")
         self.unique(notify, "notify")
+        configs = tuple(self.objective_config(t) for t in objectives) if self.evaluators is not None else ()
         return Profile(path=self.path, name=name, contract=self.string(head, "contract", "[profile]"),
                        timezone=zone, fee=fee, description=self.string(head, "description", "[profile]"),
                        checks=tuple(checks), objectives=objectives, maintenance=maintenance,
-                       notify=notify, defaults=base)
+                       notify=notify, defaults=base, objective_configs=configs)
 
     # ---- [[check]] -----------------------------------------------------------------------------
 
@@ -257,7 +265,8 @@ class _Loader:
         return {"interval": interval, "timeout": timeout, "retry_interval": retry,
                 "confirm": confirm, "labels": labels}
 
-    def probe_config(self, kind: type[ProbeKind[Any]], own: dict[str, Any], where: str) -> ProbeConfig:
+    def probe_config(self, kind: Any, own: dict[str, Any], where: str) -> Any:
+        """*own* converted to ``kind.Config`` (a probe's or an evaluator's), or a profile error."""
         def dec_hook(tp: type, obj: Any) -> Any:
             if tp is Duration:
                 return parse_duration(obj)
@@ -287,16 +296,44 @@ class _Loader:
             self.duration(table, key, where)
         return dict(table)
 
+    def objective_config(self, table: dict[str, Any]) -> Any:
+        where = f'objective "{table["id"]}"'
+        if table["kind"] not in self.evaluators:
+            raise self.error(self.evaluators.unknown_message(table["kind"]), where, "kind")
+        evaluator = self.evaluators.get(table["kind"])()
+        config = self.probe_config(evaluator, table, where)
+        for key in evaluator.requires:
+            if getattr(config, key) is None:
+                raise self.error(f'required key is missing (kind "{table["kind"]}" compares with '
+                                 f'{" and ".join(evaluator.requires)})', where, key)
+        if config.staleness < 1:
+            raise self.error(f"expected a factor of at least 1, got {config.staleness}", where, "staleness")
+        if not 0 <= config.min_coverage <= 1:
+            raise self.error(f"expected a share from 0 to 1, got {config.min_coverage}", where, "min_coverage")
+        problem = evaluator.validate(config)
+        if problem is not None:
+            raise self.error(problem[1], where, problem[0])
+        return config
+
     def maintenance(self, table: Any, index: int, ids: set[str]) -> dict[str, Any]:
         where = f"maintenance #{index + 1}"
         if not isinstance(table, dict):
             raise self.error("expected a table", where)
+        self.known_keys(table, MAINTENANCE_KEYS, where)
         start = self.moment(table, "start", where)
         end = self.moment(table, "end", where)
         if end <= start:
             raise self.error(f"ends at or before its start ({table['start']})", where, "end")
         self.references(table, where, ids, required=False)
-        return {**table, "start": start, "end": end}
+        if table.get("every") not in (None, "week", "month"):
+            raise self.error(f'expected "week" or "month", got {_show(table["every"])}', where, "every")
+        for flag in ("agreed", "announced"):
+            if not isinstance(table.get(flag, False), bool):
+                raise self.error(f"expected true or false, got {_show(table[flag])}", where, flag)
+        if "note" in table and not isinstance(table["note"], str):
+            raise self.error(f"expected a string, got {_show(table['note'])}", where, "note")
+        until = self.moment(table, "until", where) if "until" in table else None
+        return {**table, "start": start, "end": end, "until": until}
 
     def route(self, table: Any, index: int, ids: set[str]) -> dict[str, Any]:
         where = self.named(table, index, "notify")

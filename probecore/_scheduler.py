@@ -79,6 +79,8 @@ class Scheduler:
             if check.probe not in kinds:
                 kinds[check.probe] = probes.get(check.probe)()
             kind = kinds[check.probe]
+            if kind.passive:  # pushed evidence (probe push): nothing to run
+                continue
             self._planned.append(_Planned(check, kind, probes.owner(check.probe),
                                           kind.host(check.config)))
 

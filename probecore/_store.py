@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from ._annotations import Annotation
 from ._errors import UsageError
 from ._incidents import IncidentEvent
 from ._record import SLIRecord
@@ -42,9 +43,29 @@ class Store(Protocol):
         """
 
     def records(self, *, check: str | None = None, prefix: str | None = None,
-                since: str | None = None, until: str | None = None) -> Iterator[SLIRecord]:
+                since: str | None = None, until: str | None = None,
+                not_ok: bool = False) -> Iterator[SLIRecord]:
         """Records in start order. *check* is a full id, *prefix* matches ``"<profile>/"``;
-        *since* (inclusive) and *until* (exclusive) are RFC 3339 timestamps."""
+        *since* (inclusive) and *until* (exclusive) are RFC 3339 timestamps; *not_ok* keeps
+        only ``fail`` and ``error`` records (the evaluator's few, out of a month of ``ok``)."""
+
+    def starts(self, check: str, since_ms: int, until_ms: int) -> dict[str, list[int]]:
+        """Start times (epoch ms, ascending) of *check*'s records in ``[since_ms, until_ms)``,
+        per vantage: the evidence the evaluator's timeline is cut from, without decoding."""
+
+    def values(self, check: str, since_ms: int, until_ms: int, metric: str) -> list[tuple[int, float]]:
+        """``(start ms, number)`` of *check*'s ``ok`` records in the range, where *metric* is a
+        record field path: ``"value"`` or ``"phases.<name>"``; records without it are left out."""
+
+    def annotate(self, annotation: Annotation) -> Annotation:
+        """Add *annotation*; return it with the ``id`` the store gave it."""
+
+    def annotations(self, profile: str, kind: str | None = None) -> list[Annotation]:
+        """Every annotation of *profile* (of *kind*), withdrawn ones included, oldest first."""
+
+    def withdraw(self, annotation_id: int, *, at: str, by: str, note: str) -> Annotation:
+        """Mark an annotation withdrawn (it is kept); a :class:`StoreError` if there is no such
+        annotation or it was withdrawn before."""
 
     def tail(self, check: str, vantage: str) -> list[SLIRecord]:
         """The records of *check* from *vantage* after its last ``ok`` one, in start order

@@ -79,7 +79,7 @@ def test_a_newer_schema_is_refused_with_a_clear_error(tmp_path):
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(StoreError, match=r"schema version 2 is newer than this probecore understands"):
+    with pytest.raises(StoreError, match=rf"schema version {SCHEMA_VERSION + 1} is newer than this probecore understands"):
         SQLiteStore(f"sqlite:{path}")
 
 
@@ -106,3 +106,24 @@ def test_writing_after_close_is_a_clear_error(tmp_path):
 ])
 def test_url_forms(url, path):
     assert str(path_of(url)) == path
+
+
+def test_a_version_1_store_migrates_to_2_keeping_its_records(tmp_path):
+    from probecore_plugins.sqlite import MIGRATIONS
+    path = tmp_path / "v1.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0])
+    db.execute("INSERT INTO records (check_id, vantage, started_ms, outcome, body) "
+               "VALUES ('p/a', 'v', 5, 'fail', '{}')")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    store = SQLiteStore(f"sqlite:{path}")
+    try:
+        assert store.starts("p/a", 0, 10) == {"v": [5]}
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == 2
+        plan = " ".join(str(r) for r in store._db.execute(
+            "EXPLAIN QUERY PLAN SELECT body FROM records WHERE check_id = 'p/a' AND outcome != 'ok'"))
+        assert "records_not_ok" in plan
+    finally:
+        store.close()

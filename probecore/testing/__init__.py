@@ -18,7 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from .._annotations import Annotation
 from .._clock import TrioWallClock
+from .._errors import StoreError
 from .._incidents import IncidentEvent
 from .._plugins import BUILTIN_PLUGINS, PluginHost, make_plugin_manager
 from .._profile import Profile
@@ -63,6 +67,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[tuple[str, str, int], SLIRecord] = {}
         self._events: dict[str, IncidentEvent] = {}
+        self._annotations: list[Annotation] = []
         self.writes = 0
         self.closed = False
 
@@ -84,11 +89,14 @@ class MemoryStore:
         return added, skipped
 
     def records(self, *, check: str | None = None, prefix: str | None = None,
-                since: str | None = None, until: str | None = None) -> Iterator[SLIRecord]:
+                since: str | None = None, until: str | None = None,
+                not_ok: bool = False) -> Iterator[SLIRecord]:
         lo = timestamp_ms(since) if since else None
         hi = timestamp_ms(until) if until else None
         for key in sorted(self._records, key=lambda k: (k[2], k[0], k[1])):
             record = self._records[key]
+            if not_ok and record.outcome == "ok":
+                continue
             if check is not None and record.check != check:
                 continue
             if prefix is not None and not record.check.startswith(prefix):
@@ -96,6 +104,45 @@ class MemoryStore:
             if (lo is not None and key[2] < lo) or (hi is not None and key[2] >= hi):
                 continue
             yield record
+
+    def starts(self, check: str, since_ms: int, until_ms: int) -> dict[str, list[int]]:
+        streams: dict[str, list[int]] = {}
+        for key in sorted(self._records, key=lambda k: k[2]):
+            if key[0] == check and since_ms <= key[2] < until_ms:
+                streams.setdefault(key[1], []).append(key[2])
+        return streams
+
+    def values(self, check: str, since_ms: int, until_ms: int, metric: str) -> list[tuple[int, float]]:
+        found = []
+        for key in sorted(self._records, key=lambda k: k[2]):
+            record = self._records[key]
+            if key[0] != check or not since_ms <= key[2] < until_ms or record.outcome != "ok":
+                continue
+            value: Any = msgspec.to_builtins(record)
+            for part in metric.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                found.append((key[2], float(value)))
+        return found
+
+    def annotate(self, annotation: Annotation) -> Annotation:
+        stored = msgspec.structs.replace(annotation, id=len(self._annotations) + 1)
+        self._annotations.append(stored)
+        return stored
+
+    def annotations(self, profile: str, kind: str | None = None) -> list[Annotation]:
+        return [a for a in self._annotations
+                if a.profile == profile and (kind is None or a.kind == kind)]
+
+    def withdraw(self, annotation_id: int, *, at: str, by: str, note: str) -> Annotation:
+        if not 1 <= annotation_id <= len(self._annotations):
+            raise StoreError(f"store memory: no annotation {annotation_id}")
+        current = self._annotations[annotation_id - 1]
+        if current.withdrawn_at is not None:
+            raise StoreError(f"store memory: annotation {annotation_id} was already withdrawn")
+        withdrawn = msgspec.structs.replace(current, withdrawn_at=at, withdrawn_by=by, withdrawn_note=note)
+        self._annotations[annotation_id - 1] = withdrawn
+        return withdrawn
 
     def tail(self, check: str, vantage: str) -> list[SLIRecord]:
         mine = [r for r in self.records(check=check) if r.vantage == vantage]

@@ -1,0 +1,344 @@
+"""The built-in objective kinds (docs/objectives.md): availability, downtime, latency,
+latency_stats, maintenance_minutes, fault_free_days, success_ratio, heartbeat, notify_delay.
+
+Each is an :class:`probecore.Evaluator`; the semantics they share (the timeline, exclusions,
+exact comparison, remedies) live in the core, so a kind only says what it measures.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from fractions import Fraction
+from typing import Literal
+
+import msgspec
+
+from probecore import (
+    DOWN,
+    Duration,
+    EvaluationContext,
+    Evaluator,
+    ObjectiveConfig,
+    Verdict,
+    compare,
+    duration_verdict,
+    format_duration,
+    format_timestamp_ms,
+    hookimpl,
+    ratio_verdict,
+    timestamp_ms,
+)
+
+MAX_EVIDENCE = 50
+"""Samples listed as evidence at most (the count of all of them is in the note)."""
+
+
+class Availability(Evaluator[ObjectiveConfig]):
+    """Time-weighted up ratio of the period: ``1 − down / (denominator × coverage)``."""
+
+    kind = "availability"
+
+    def validate(self, config: ObjectiveConfig) -> tuple[str, str] | None:
+        if config.target is not None and not 0 <= config.target <= 1:
+            return "target", f"expected a ratio from 0 to 1 (99.9 % is 0.999), got {config.target:g}"
+        return None
+
+    def evaluate(self, config: ObjectiveConfig, ctx: EvaluationContext) -> Verdict:
+        return ratio_verdict(config, ctx.timeline(config), ctx)
+
+
+class Downtime(Evaluator[ObjectiveConfig]):
+    """Down time of the period after exclusions, compared with ``limit`` (002: ``< 44m``)."""
+
+    kind = "downtime"
+    requires = ("op", "limit")
+    unit = "s"
+
+    def evaluate(self, config: ObjectiveConfig, ctx: EvaluationContext) -> Verdict:
+        timeline = ctx.timeline(config)
+        return duration_verdict(config, timeline.total(DOWN), timeline)
+
+
+class LatencyConfig(ObjectiveConfig, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    metric: str = "value"
+    """Record field holding the sample: ``"value"`` or ``"phases.<name>"``."""
+
+
+def _samples(config: LatencyConfig, ctx: EvaluationContext) -> list[tuple[str, int, float]]:
+    return sorted(((check, at, value) for check in config.check_ids
+                   for at, value in ctx.values(check, config.metric)), key=lambda s: s[1])
+
+
+def _validate_metric(config: LatencyConfig) -> tuple[str, str] | None:
+    if config.metric != "value" and not (config.metric.startswith("phases.") and len(config.metric) > 7):
+        return "metric", f'expected "value" or "phases.<name>", got "{config.metric}"'
+    return None
+
+
+class Latency(Evaluator[LatencyConfig]):
+    """Every sample against ``op limit`` (001 §2.4: each response within 1.5 s)."""
+
+    kind = "latency"
+    Config = LatencyConfig
+    requires = ("op", "limit")
+    unit = "s"
+
+    def validate(self, config: LatencyConfig) -> tuple[str, str] | None:
+        return _validate_metric(config)
+
+    def evaluate(self, config: LatencyConfig, ctx: EvaluationContext) -> Verdict:
+        assert config.op is not None and config.limit is not None
+        samples = _samples(config, ctx)
+        if not samples:
+            return Verdict(measured=None, met=None, target=float(config.limit), note="no samples in the period")
+        limit = float(config.limit)
+        misses = [s for s in samples if not compare(s[2], config.op, limit)]
+        worst = max(s[2] for s in samples) if config.op in ("<", "<=") else min(s[2] for s in samples)
+        return Verdict(measured=worst, met=not misses, target=limit,
+                       evidence=[_sample(s) for s in misses[:MAX_EVIDENCE]],
+                       budget_used=len(misses) / len(samples),
+                       note=f"{len(samples)} samples, {len(misses)} not {config.op} {format_duration(limit)}")
+
+
+class Exceed(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    limit: Duration
+    times: int = 2
+    """Breached when this many samples or more are over ``limit`` (004: "two or more times")."""
+
+
+class LatencyStatsConfig(LatencyConfig, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    stat: str = "mean"
+    """``mean``, ``max``, ``min`` or a percentile ``p50`` … ``p99.9`` (nearest rank)."""
+    exceed: Exceed | None = None
+
+
+class LatencyStats(Evaluator[LatencyStatsConfig]):
+    """A statistic of the period's samples (003/004: monthly mean delay <= 60 s), optionally
+    breached as well when samples over ``exceed.limit`` occur ``exceed.times`` times or more."""
+
+    kind = "latency_stats"
+    Config = LatencyStatsConfig
+    requires = ("op", "limit")
+    unit = "s"
+
+    def validate(self, config: LatencyStatsConfig) -> tuple[str, str] | None:
+        if _percentile_of(config.stat) is None and config.stat not in ("mean", "max", "min"):
+            return "stat", f'expected mean, max, min or a percentile like p99, got "{config.stat}"'
+        if config.exceed is not None and config.exceed.times < 1:
+            return "exceed", f"times must be at least 1, got {config.exceed.times}"
+        return _validate_metric(config)
+
+    def evaluate(self, config: LatencyStatsConfig, ctx: EvaluationContext) -> Verdict:
+        assert config.op is not None and config.limit is not None
+        samples = _samples(config, ctx)
+        if not samples:
+            return Verdict(measured=None, met=None, target=float(config.limit), note="no samples in the period")
+        values = sorted(s[2] for s in samples)
+        if config.stat == "mean":
+            measured = float(sum(Fraction(v) for v in values) / len(values))
+        elif config.stat == "max":
+            measured = values[-1]
+        elif config.stat == "min":
+            measured = values[0]
+        else:
+            rank = math.ceil(_percentile_of(config.stat) / 100 * len(values))  # type: ignore[operator]
+            measured = values[max(0, rank - 1)]
+        met = compare(measured, config.op, float(config.limit))
+        note = f"{config.stat} of {len(values)} samples"
+        evidence = []
+        if config.exceed is not None:
+            over = [s for s in samples if s[2] > float(config.exceed.limit)]
+            evidence = [_sample(s) for s in over[:MAX_EVIDENCE]]
+            note += (f"; {len(over)} over {format_duration(config.exceed.limit)} "
+                     f"(breached at {config.exceed.times})")
+            if len(over) >= config.exceed.times:
+                met = False
+        return Verdict(measured=measured, met=met, target=float(config.limit), evidence=evidence, note=note)
+
+
+def _percentile_of(stat: str) -> float | None:
+    if not stat.startswith("p"):
+        return None
+    try:
+        value = float(stat[1:])
+    except ValueError:
+        return None
+    return value if 0 < value <= 100 else None
+
+
+def _sample(sample: tuple[str, int, float]) -> dict[str, object]:
+    return {"check": sample[0], "at": format_timestamp_ms(sample[1]), "value": sample[2]}
+
+
+class MaintenanceMinutes(Evaluator[ObjectiveConfig]):
+    """Maintenance time within the period (004 三: adjustment time <= 100 min a month):
+    ``[[maintenance]]`` windows and ``maintenance`` exclusions, overlaps counted once."""
+
+    kind = "maintenance_minutes"
+    requires = ("op", "limit")
+    unit = "s"
+
+    def evaluate(self, config: ObjectiveConfig, ctx: EvaluationContext) -> Verdict:
+        mine = {ctx.full_id(c) for c in config.check_ids}
+        spans = [(m.start, m.end) for m in ctx.maintenance
+                 if not m.checks or mine & {ctx.full_id(c) for c in m.checks}]
+        spans += [(timestamp_ms(a.start), timestamp_ms(a.end)) for a in ctx.annotations("exclusion")
+                  if a.reason == "maintenance" and a.end and (a.check is None or a.check in mine)]
+        lo, hi = ctx.period.start_ms, ctx.until_ms
+        total, reach = 0, lo
+        for a, b in sorted(spans):
+            a, b = max(a, reach), min(b, hi)
+            if b > a:
+                total += b - a
+                reach = b
+        return duration_verdict(config, total, None)
+
+
+class FaultFreeDaysConfig(ObjectiveConfig, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    period: Literal["month", "year"] = "year"
+
+
+class FaultFreeDays(Evaluator[FaultFreeDaysConfig]):
+    """Calendar days (profile time zone) with no down time (004 三: >= 360 a year). A fault across
+    midnight spoils both days."""
+
+    kind = "fault_free_days"
+    Config = FaultFreeDaysConfig
+    unit = "days"
+
+    def evaluate(self, config: FaultFreeDaysConfig, ctx: EvaluationContext) -> Verdict:
+        assert config.op is not None and config.target is not None
+        timeline = ctx.timeline(config)
+        days = list(ctx.period.days())
+        starts = [a for a, _ in days]
+        faulty: set[int] = set()
+        for segment in timeline.segments:
+            if segment.state != DOWN:
+                continue
+            first = bisect.bisect_right(starts, segment.start) - 1
+            last = bisect.bisect_left(starts, segment.end) - 1
+            faulty.update(range(first, last + 1))
+        elapsed = sum(1 for a, _ in days if a < ctx.until_ms)
+        fault_free = elapsed - len(faulty)
+        remaining = len(days) - elapsed
+        met: bool | None = compare(fault_free, config.op, config.target)
+        if ctx.to_date and met is False and compare(fault_free + remaining, config.op, config.target):
+            met = None  # the rest of the period can still make it
+        evidence = [{"day": ctx.period.start.date().fromordinal(ctx.period.start.date().toordinal() + i).isoformat()}
+                    for i in sorted(faulty)][:MAX_EVIDENCE]
+        return Verdict(measured=fault_free, met=met, target=config.target, timeline=timeline,
+                       evidence=evidence, note=f"{len(faulty)} day(s) with a fault"
+                       + (f", {remaining} day(s) still to come" if remaining else ""))
+
+
+class SuccessRatio(Evaluator[ObjectiveConfig]):
+    """``ok / (ok + fail)`` records of the period (003-V: viruses detected >= 99.9 %)."""
+
+    kind = "success_ratio"
+
+    def evaluate(self, config: ObjectiveConfig, ctx: EvaluationContext) -> Verdict:
+        assert config.op is not None and config.target is not None
+        ok = judged = 0
+        for check in config.check_ids:
+            for record in ctx.records(check):
+                if record.outcome != "error":
+                    judged += 1
+                    ok += record.outcome == "ok"
+        if not judged:
+            return Verdict(measured=None, met=None, target=config.target, note="no judged records in the period")
+        ratio = Fraction(ok, judged)
+        return Verdict(measured=float(ratio), met=compare(ratio, config.op, Fraction(str(config.target))),
+                       target=config.target, note=f"{ok} of {judged} ok")
+
+
+class HeartbeatConfig(ObjectiveConfig, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    every: Duration = Duration(86400.0)
+
+
+class Heartbeat(Evaluator[HeartbeatConfig]):
+    """At least one ok (pushed) record in every window of ``every`` whole days from the period's
+    start (003-B: a backup every day; 004-B: a full backup every 3 days)."""
+
+    kind = "heartbeat"
+    Config = HeartbeatConfig
+    requires = ()
+    unit = "windows"
+
+    def validate(self, config: HeartbeatConfig) -> tuple[str, str] | None:
+        if config.every % 86400:
+            return "every", f'expected whole days like "1d" or "3d", got "{format_duration(config.every)}"'
+        return None
+
+    def evaluate(self, config: HeartbeatConfig, ctx: EvaluationContext) -> Verdict:
+        size = int(config.every // 86400)
+        days = list(ctx.period.days())
+        windows = [(days[i][0], days[min(i + size, len(days)) - 1][1]) for i in range(0, len(days), size)]
+        beats = sorted(at for check in config.check_ids for at, _ in ctx.values(check, "duration_s"))
+        missed = []
+        for a, b in windows:
+            i = bisect.bisect_left(beats, a)
+            if (i < len(beats) and beats[i] < b) or b > ctx.now_ms:
+                continue  # a beat in it, or the window is not over yet
+            missed.append(a)
+        return Verdict(measured=len(missed), met=not missed, target=0,
+                       evidence=[{"window_start": format_timestamp_ms(a)} for a in missed[:MAX_EVIDENCE]], misses=missed,
+                       note=f"{len(windows)} window(s) of {format_duration(config.every)}, {len(missed)} without an ok record")
+
+
+class NotifyDelay(Evaluator[ObjectiveConfig]):
+    """For every confirmed outage: its confirmation → the first delivered notice (a ``notice``
+    annotation written by the notifier), each ``op limit`` (002 art.4: within 15 minutes). An
+    outage with no notice once the limit has passed is a miss."""
+
+    kind = "notify_delay"
+    requires = ("op", "limit")
+    unit = "s"
+
+    def evaluate(self, config: ObjectiveConfig, ctx: EvaluationContext) -> Verdict:
+        assert config.op is not None and config.limit is not None
+        timeline = ctx.timeline(config)
+        limit_ms = round(config.limit * 1000)
+        notices: dict[str, int] = {}
+        for a in ctx.annotations("notice"):
+            if a.incident:
+                at = timestamp_ms(a.start)
+                notices[a.incident] = min(at, notices.get(a.incident, at))
+        evidence, misses, delays = [], [], []
+        seen = set()
+        for outage in timeline.outages:
+            if not outage.counted or outage.incident_id in seen:
+                continue
+            if not ctx.period.start_ms <= outage.confirmed_at < ctx.until_ms:
+                continue
+            seen.add(outage.incident_id)
+            notified = notices.get(outage.incident_id)
+            delay = None if notified is None else notified - outage.confirmed_at
+            if delay is None:
+                met = None if outage.confirmed_at + limit_ms > ctx.now_ms else False
+            else:
+                met = compare(Fraction(delay), config.op, Fraction(limit_ms))
+                delays.append(delay)
+            if met is False:
+                misses.append(outage.confirmed_at)
+            evidence.append({"incident": outage.incident_id, "confirmed_at": format_timestamp_ms(outage.confirmed_at),
+                             "notified_at": None if notified is None else format_timestamp_ms(notified),
+                             "notice_delay_s": None if delay is None else delay / 1000, "met": met})
+        measured = max(delays) / 1000 if delays else None
+        if misses:
+            met_all: bool | None = False
+        else:
+            met_all = None if any(e["met"] is None for e in evidence) else True
+        return Verdict(measured=measured, met=met_all, target=limit_ms / 1000, timeline=timeline,
+                       evidence=evidence, misses=misses,
+                       note=f"{len(evidence)} confirmed outage(s), {len(misses)} notice(s) missed")
+
+
+BUILTIN_EVALUATORS = (Availability, Downtime, Latency, LatencyStats, MaintenanceMinutes, FaultFreeDays,
+                      SuccessRatio, Heartbeat, NotifyDelay)
+
+
+@hookimpl
+def probecore_add_evaluators(registry):  # type: ignore[no-untyped-def]
+    for evaluator in BUILTIN_EVALUATORS:
+        registry.add(evaluator)

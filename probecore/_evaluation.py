@@ -1,0 +1,583 @@
+"""Judging a period of evidence objective by objective: the evaluator contract and the report.
+
+An objective kind is an :class:`Evaluator` that a plugin adds with ``probecore_add_evaluators``.
+It declares a ``Config`` (a :class:`ObjectiveConfig` subclass: the ``[[objective]]`` table, keys
+checked when the profile loads) and ``evaluate(config, ctx)``, which returns a :class:`Verdict`
+from what the :class:`EvaluationContext` offers: the period, the timeline (up/down/excluded/
+unknown, from :mod:`probecore._timeline`), samples of a metric, records, maintenance windows and
+annotations. Exclusions, outages, remedies and the comparison with the operator are applied here,
+in one place, for every kind.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+import msgspec
+
+from ._annotations import Annotation
+from ._durations import Duration, format_duration
+from ._incidents import PROVIDER_ONLY
+from ._record import ATTRIBUTIONS, SLIRecord, Timestamp, format_timestamp, timestamp_ms
+from ._timeline import (
+    DOWN,
+    EXCLUDED,
+    UNKNOWN,
+    UP,
+    Outage,
+    Stream,
+    Timeline,
+    Window,
+    build_timeline,
+    format_timestamp_ms,
+)
+
+REPORT_SCHEMA_ID = "probecore.report/1"
+Op = Literal["<", "<=", ">=", ">"]
+ExcludeReason = Literal["customer", "third_party", "probe", "unknown", "force_majeure", "maintenance"]
+DEFAULT_EXCLUDE: tuple[str, ...] = ("customer", "third_party", "probe", "unknown", "force_majeure",
+                                    "maintenance")
+
+
+class RemedySpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``remedy = { kind = … }`` of an objective (docs/objectives.md, "Remedies")."""
+
+    kind: Literal["fee_multiple", "waive_month", "service_time", "fee_days"]
+    multiple: float = 2.0
+    of: Literal["interrupted", "period"] = "interrupted"
+    days: int = 1
+    """``fee_days``: days of fee per missed notice."""
+
+
+class ObjectiveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The keys every ``[[objective]]`` has; an evaluator's ``Config`` subclasses it."""
+
+    id: str
+    kind: str
+    clause: str | None = None
+    check: str | None = None
+    checks: list[str] = []
+    period: Literal["month", "year"] = "month"
+    denominator: Literal["calendar", "30d"] = "calendar"
+    op: Op | None = None
+    target: float | None = None
+    limit: Duration | None = None
+    exclude: list[ExcludeReason] = msgspec.field(default_factory=lambda: list(DEFAULT_EXCLUDE))
+    report_within: Duration | None = None
+    outage_start: Literal["first_failure", "confirmation"] = "first_failure"
+    staleness: float = 2.0
+    min_coverage: float = 0.0
+    remedy: RemedySpec | None = None
+    description: str | None = None
+
+    @property
+    def check_ids(self) -> list[str]:
+        return ([self.check] if self.check else []) + [c for c in self.checks if c != self.check]
+
+
+C = TypeVar("C", bound=ObjectiveConfig)
+
+
+class Evaluator(Generic[C]):
+    """Base class of objective kinds. Subclass, set ``kind`` and ``Config``, implement ``evaluate``.
+
+    ``requires`` names the comparison keys the kind needs (``"target"`` or ``"limit"``, with
+    ``op``); the loader reports a missing one as a one-line profile error.
+    """
+
+    kind: ClassVar[str]
+    Config: ClassVar[type[ObjectiveConfig]] = ObjectiveConfig
+    requires: ClassVar[tuple[str, ...]] = ("op", "target")
+    unit: ClassVar[str] = "ratio"
+    """Unit of the measured value: ``ratio``, ``s``, ``count`` …"""
+
+    def validate(self, config: C) -> tuple[str, str] | None:
+        """Extra checks of *config*: ``(key, problem)`` for the first problem, or ``None``."""
+        return None
+
+    def evaluate(self, config: C, ctx: EvaluationContext) -> Verdict:
+        """Judge *config* over ``ctx.period`` and return the verdict."""
+        raise NotImplementedError
+
+
+@dataclass
+class Verdict:
+    """What an evaluator found. ``met`` is decided by :func:`compare` unless the kind sets it."""
+
+    measured: float | None
+    met: bool | None = None
+    target: float | None = None
+    """The threshold in the measured unit (``limit`` in seconds for durations)."""
+    timeline: Timeline | None = None
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    misses: list[int] = field(default_factory=list)
+    """Epoch ms of each missed occasion (a missed notice …), for ``fee_days``."""
+    budget_used: float | None = None
+    budget_left: float | None = None
+    note: str | None = None
+
+
+# ---- the report (JSON: probe schema report) ------------------------------------------------------
+
+class OutageReport(msgspec.Struct, kw_only=True):
+    incident: str
+    check: str
+    vantage: str
+    start: Timestamp
+    end: Timestamp
+    duration_s: float
+    down_s: float
+    excluded_s: float
+    excluded: str | None
+    """The exclusion reason when any of it was excluded (``customer``, ``maintenance``,
+    ``not_reported`` …), else ``null``."""
+    attribution: str
+    code: str
+    resolved: bool
+    confirmed_at: Timestamp
+    report_by: Timestamp | None = None
+    """002: the customer must report it by then or it is excluded."""
+    reported_at: Timestamp | None = None
+    notice_delay_s: float | None = None
+
+
+class RemedyOwed(msgspec.Struct, kw_only=True):
+    kind: str
+    amount: float | None = None
+    currency: str | None = None
+    minutes: float | None = None
+    detail: str = ""
+
+
+class ObjectiveReport(msgspec.Struct, kw_only=True):
+    id: str
+    clause: str | None
+    kind: str
+    check: str | None
+    checks: list[str]
+    measured: float | None
+    unit: str
+    op: str | None
+    target: float | None
+    met: bool | None
+    downtime_s: float
+    excluded_s: float
+    unknown_s: float
+    coverage: float
+    budget_used: float | None
+    budget_left: float | None
+    excluded_by_reason: dict[str, float]
+    outages: list[OutageReport]
+    evidence: list[dict[str, Any]]
+    remedy: RemedyOwed | None
+    note: str | None = None
+
+
+class PeriodReport(msgspec.Struct, kw_only=True):
+    kind: Literal["month", "year"]
+    label: str
+    start: Timestamp
+    end: Timestamp
+    evaluated_until: Timestamp
+    to_date: bool
+    """``true`` while the period is still running: judged up to ``evaluated_until``."""
+
+
+class ExclusionReport(msgspec.Struct, kw_only=True):
+    id: int | None
+    source: Literal["annotation", "maintenance"]
+    check: str | None
+    start: Timestamp
+    end: Timestamp
+    reason: str
+    note: str
+    author: str | None = None
+    withdrawn: bool = False
+
+
+class Report(msgspec.Struct, kw_only=True):
+    schema: Literal["probecore.report/1"] = REPORT_SCHEMA_ID
+    profile: str
+    contract: str | None
+    timezone: str
+    generated_at: Timestamp
+    period: PeriodReport
+    met: bool | None
+    """``true`` when every objective is met, ``false`` when any is missed, ``null`` when none is
+    missed but some are unknown."""
+    objectives: list[ObjectiveReport]
+    exclusions: list[ExclusionReport]
+    not_judged: list[str]
+    """Objectives of the other period kind (yearly ones in a monthly report and vice versa)."""
+
+
+def report_json_schema() -> dict[str, Any]:
+    """The JSON Schema of ``probecore.report/1``."""
+    return msgspec.json.schema(Report)
+
+
+# ---- periods ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Period:
+    kind: Literal["month", "year"]
+    label: str
+    start: datetime
+    end: datetime
+
+    @property
+    def start_ms(self) -> int:
+        return round(self.start.timestamp() * 1000)
+
+    @property
+    def end_ms(self) -> int:
+        return round(self.end.timestamp() * 1000)
+
+    @classmethod
+    def month(cls, year: int, month: int, zone: Any) -> Period:
+        start = datetime(year, month, 1, tzinfo=zone)
+        end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=zone)
+        return cls("month", f"{year:04d}-{month:02d}", start, end)
+
+    @classmethod
+    def year(cls, year: int, zone: Any) -> Period:
+        return cls("year", f"{year:04d}", datetime(year, 1, 1, tzinfo=zone), datetime(year + 1, 1, 1, tzinfo=zone))
+
+    def days(self) -> Iterator[tuple[int, int]]:
+        """``(start ms, end ms)`` of each calendar day of the period in its time zone."""
+        day = self.start
+        while day < self.end:
+            following = datetime.combine(day.date() + timedelta(days=1), day.time(), tzinfo=day.tzinfo)
+            yield round(day.timestamp() * 1000), round(following.timestamp() * 1000)
+            day = following
+
+
+# ---- the context evaluators read from ------------------------------------------------------------
+
+class EvaluationContext:
+    """What an evaluator may read: the profile, the period, the store's evidence, exclusions.
+
+    Timelines are cached by (checks, exclusion settings), so an availability and a downtime
+    objective of the same check cut the month once.
+    """
+
+    def __init__(self, profile: Any, store: Any, period: Period, now: datetime):
+        self.profile = profile
+        self.store = store
+        self.period = period
+        self.now_ms = round(now.timestamp() * 1000)
+        self.until_ms = min(period.end_ms, self.now_ms)
+        self.to_date = self.until_ms < period.end_ms
+        self._timelines: dict[Any, Timeline] = {}
+        self._streams: dict[tuple[str, float], list[Stream]] = {}
+        self._annotations = [a for a in store.annotations(profile.name)]
+        self._maintenance = expand_maintenance(profile, period.start_ms, period.end_ms)
+
+    # -- evidence --
+    def full_id(self, check_id: str) -> str:
+        return f"{self.profile.name}/{check_id}"
+
+    def streams(self, check_id: str, staleness: float) -> list[Stream]:
+        key = (check_id, staleness)
+        if key not in self._streams:
+            check = self.profile.check(check_id)
+            hold = round(float(check.interval) * staleness * 1000)
+            # Look back so that an outage (or evidence) running into the period is seen.
+            since = self.period.start_ms - max(hold, 2 * 86_400_000)
+            full = self.full_id(check_id)
+            starts = self.store.starts(full, since, self.until_ms)
+            not_ok = list(self.store.records(check=full, since=_stamp(since),
+                                             until=_stamp(self.until_ms), not_ok=True))
+            by_vantage: dict[str, list[SLIRecord]] = {}
+            for record in not_ok:
+                by_vantage.setdefault(record.vantage, []).append(record)
+            self._streams[key] = [Stream(full, vantage, times, by_vantage.get(vantage, []), check.confirm, hold)
+                                  for vantage, times in sorted(starts.items())]
+        return self._streams[key]
+
+    def timeline(self, config: ObjectiveConfig) -> Timeline:
+        """The objective's checks over the period (to date), exclusions applied."""
+        key = (tuple(config.check_ids), tuple(sorted(config.exclude)), config.report_within,
+               config.outage_start, config.staleness)
+        if key not in self._timelines:
+            streams = [s for c in config.check_ids for s in self.streams(c, config.staleness)]
+            counted = frozenset(ATTRIBUTIONS) - frozenset(config.exclude)
+            self._timelines[key] = build_timeline(
+                streams, start=self.period.start_ms, end=self.until_ms, counted=counted or PROVIDER_ONLY,
+                exclusions=self.exclusion_windows(config), outage_start=config.outage_start,
+                unreported=self._unreported(config.report_within) if config.report_within else None)
+        return self._timelines[key]
+
+    def values(self, check_id: str, metric: str) -> list[tuple[int, float]]:
+        """``(start ms, value)`` of the ``ok`` records of *check_id* in the period."""
+        return self.store.values(self.full_id(check_id), self.period.start_ms, self.until_ms, metric)
+
+    def records(self, check_id: str) -> Iterator[SLIRecord]:
+        return self.store.records(check=self.full_id(check_id), since=_stamp(self.period.start_ms),
+                                  until=_stamp(self.until_ms))
+
+    def annotations(self, kind: str) -> list[Annotation]:
+        """Active (not withdrawn) annotations of *kind*."""
+        return [a for a in self._annotations if a.kind == kind and a.active]
+
+    @property
+    def maintenance(self) -> list[MaintenanceWindow]:
+        return self._maintenance
+
+    # -- exclusions --
+    def exclusion_windows(self, config: ObjectiveConfig) -> list[Window]:
+        reasons = set(config.exclude)
+        windows = []
+        for a in self.annotations("exclusion"):
+            if a.reason in reasons and a.end is not None:
+                windows.append(Window(timestamp_ms(a.start), timestamp_ms(a.end), a.reason or "",
+                                      a.check, a.note))
+        if "maintenance" in reasons:
+            for m in self._maintenance:
+                if m.agreed or m.announced:
+                    for check in (m.checks or [None]):
+                        windows.append(Window(m.start, m.end, "maintenance",
+                                              self.full_id(check) if check else None, m.note))
+        return windows
+
+    def _unreported(self, within: float) -> Callable[[Outage], Window | None]:
+        reports = self.report_times()
+
+        def rule(outage: Outage) -> Window | None:
+            deadline = outage.unclipped_start + round(within * 1000)
+            reported = reports.get(outage.incident_id)
+            if reported is not None and reported <= deadline:
+                return None
+            if deadline > self.now_ms:  # the customer may still report it
+                return None
+            return Window(outage.start, outage.end, "not_reported", outage.check)
+        return rule
+
+    def report_times(self) -> dict[str, int]:
+        """Incident id → when the customer first reported it (epoch ms)."""
+        times: dict[str, int] = {}
+        for a in self.annotations("incident_report"):
+            if a.incident:
+                at = timestamp_ms(a.start)
+                times[a.incident] = min(at, times.get(a.incident, at))
+        return times
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    start: int
+    end: int
+    checks: tuple[str, ...]
+    agreed: bool
+    announced: bool
+    note: str
+
+
+def expand_maintenance(profile: Any, lo: int, hi: int) -> list[MaintenanceWindow]:
+    """The profile's ``[[maintenance]]`` windows (recurring ones repeated) that overlap [lo, hi)."""
+    found = []
+    for table in profile.maintenance:
+        start: datetime = table["start"].astimezone(profile.timezone)
+        end: datetime = table["end"].astimezone(profile.timezone)
+        every = table.get("every")
+        until = table.get("until")
+        checks = tuple(table.get("checks", []) or ([table["check"]] if table.get("check") else []))
+        occurrence = 0
+        while True:
+            a, b = _shift(start, every, occurrence), _shift(end, every, occurrence)
+            a_ms, b_ms = round(a.timestamp() * 1000), round(b.timestamp() * 1000)
+            if a_ms >= hi or (until is not None and a > until) or (every is None and occurrence > 0):
+                break
+            if b_ms > lo:
+                found.append(MaintenanceWindow(a_ms, b_ms, checks, bool(table.get("agreed", False)),
+                                               bool(table.get("announced", False)), str(table.get("note", ""))))
+            occurrence += 1
+    return found
+
+
+def _shift(moment: datetime, every: str | None, n: int) -> datetime:
+    """*moment* moved *n* weeks or months on (wall-clock time kept in its zone)."""
+    if not every or not n:
+        return moment
+    if every == "week":
+        naive = moment.replace(tzinfo=None) + timedelta(weeks=n)
+        return naive.replace(tzinfo=moment.tzinfo)
+    month0 = moment.month - 1 + n
+    year, month = moment.year + month0 // 12, month0 % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+# ---- judging -------------------------------------------------------------------------------------
+
+def compare(measured: float | Fraction, op: str, target: float | Fraction) -> bool:
+    """``measured op target`` exactly (thresholds compared as written, 0.999 is 999/1000)."""
+    a = measured if isinstance(measured, Fraction) else Fraction(str(measured)) if isinstance(measured, float) else Fraction(measured)
+    b = target if isinstance(target, Fraction) else Fraction(str(target)) if isinstance(target, float) else Fraction(target)
+    return {"<": a < b, "<=": a <= b, ">=": a >= b, ">": a > b}[op]
+
+
+def denominator_ms(config: ObjectiveConfig, period: Period) -> int:
+    if config.denominator == "30d":
+        return 30 * 86_400_000
+    return period.end_ms - period.start_ms
+
+
+def evaluate_profile(profile: Any, store: Any, evaluators: Any, period: Period, *,
+                     now: datetime | None = None, only: Sequence[str] | None = None) -> Report:
+    """Judge every objective of *profile* whose ``period`` is *period*'s kind."""
+    now = now or datetime.now(timezone.utc)
+    ctx = EvaluationContext(profile, store, period, now)
+    objectives, not_judged = [], []
+    for config in profile.objective_configs:
+        if only and config.id not in only:
+            continue
+        if config.period != period.kind:
+            not_judged.append(config.id)
+            continue
+        evaluator = evaluators.get(config.kind)()
+        verdict = evaluator.evaluate(config, ctx)
+        objectives.append(_objective_report(config, evaluator, verdict, ctx))
+    verdicts = [o.met for o in objectives]
+    met = False if False in verdicts else (None if None in verdicts else True)
+    return Report(profile=profile.name, contract=profile.contract, timezone=str(profile.timezone),
+                  generated_at=format_timestamp(now), period=PeriodReport(
+                      kind=period.kind, label=period.label, start=format_timestamp(period.start),
+                      end=format_timestamp(period.end), evaluated_until=_stamp(ctx.until_ms),
+                      to_date=ctx.to_date),
+                  met=met, objectives=objectives, exclusions=_exclusions(ctx), not_judged=not_judged)
+
+
+def _objective_report(config: ObjectiveConfig, evaluator: Evaluator[Any], verdict: Verdict,
+                      ctx: EvaluationContext) -> ObjectiveReport:
+    timeline = verdict.timeline
+    met = verdict.met
+    coverage = timeline.coverage if timeline else 1.0
+    note = verdict.note
+    if timeline is not None and coverage < config.min_coverage:
+        met = None
+        note = (f"coverage {coverage:.1%} is below min_coverage {config.min_coverage:.1%}: "
+                "not enough evidence to judge")
+    outages = []
+    if timeline is not None:
+        reports = ctx.report_times()
+        for o in timeline.outages:
+            report_by = (_stamp(o.unclipped_start + round(config.report_within * 1000))
+                         if config.report_within and o.counted else None)
+            delay = next((e.get("notice_delay_s") for e in verdict.evidence
+                          if e.get("incident") == o.incident_id), None)
+            outages.append(OutageReport(
+                incident=o.incident_id, check=o.check, vantage=o.vantage, start=_stamp(o.start),
+                end=_stamp(o.end), duration_s=(o.end - o.start) / 1000, down_s=o.down_ms / 1000,
+                excluded_s=o.excluded_ms / 1000, excluded=", ".join(o.reasons) or None,
+                attribution=o.attribution, code=o.code, resolved=o.resolved,
+                confirmed_at=_stamp(o.confirmed_at), report_by=report_by,
+                reported_at=_stamp(reports[o.incident_id]) if o.incident_id in reports else None,
+                notice_delay_s=delay))
+    remedy = None if met is not False else owed_remedy(config, verdict, ctx)
+    return ObjectiveReport(
+        id=config.id, clause=config.clause, kind=config.kind, check=config.check,
+        checks=config.check_ids, measured=verdict.measured, unit=evaluator.unit, op=config.op,
+        target=verdict.target, met=met,
+        downtime_s=timeline.total(DOWN) / 1000 if timeline else 0.0,
+        excluded_s=timeline.total(EXCLUDED) / 1000 if timeline else 0.0,
+        unknown_s=timeline.total(UNKNOWN) / 1000 if timeline else 0.0,
+        coverage=round(coverage, 6), budget_used=verdict.budget_used, budget_left=verdict.budget_left,
+        excluded_by_reason={k: v / 1000 for k, v in timeline.excluded_by_reason().items()} if timeline else {},
+        outages=outages, evidence=verdict.evidence, remedy=remedy, note=note)
+
+
+def owed_remedy(config: ObjectiveConfig, verdict: Verdict, ctx: EvaluationContext) -> RemedyOwed | None:
+    """The remedy a missed objective owes (docs/objectives.md, "Remedies")."""
+    spec = config.remedy
+    if spec is None:
+        return None
+    fee = ctx.profile.fee
+    monthly = fee.monthly if fee else None
+    currency = fee.currency if fee else None
+    months = 12 if ctx.period.kind == "year" else 1
+    if spec.kind == "fee_multiple":
+        amount = None if monthly is None else spec.multiple * monthly * months
+        return RemedyOwed(kind=spec.kind, amount=amount, currency=currency,
+                          detail=f"{spec.multiple:g} × the fee for {ctx.period.label}")
+    if spec.kind == "waive_month":
+        return RemedyOwed(kind=spec.kind, amount=monthly, currency=currency,
+                          detail=f"the fee for {ctx.period.label} is waived")
+    if spec.kind == "service_time":
+        if spec.of == "period":
+            minutes = spec.multiple * (ctx.period.end_ms - ctx.period.start_ms) / 60_000
+            detail = f"{spec.multiple:g} × the period's service time"
+        else:
+            down = verdict.timeline.total(DOWN) if verdict.timeline else 0
+            minutes = spec.multiple * down / 60_000
+            detail = f"{spec.multiple:g} × the interrupted time ({format_duration(down / 1000)})"
+        return RemedyOwed(kind=spec.kind, minutes=round(minutes, 3), detail=detail)
+    # fee_days: one deduction per calendar day with a miss, however many misses that day had.
+    zone = ctx.profile.timezone
+    days = sorted({datetime.fromtimestamp(ms / 1000, tz=zone).date() for ms in verdict.misses})
+    month_days = calendar.monthrange(ctx.period.start.year, ctx.period.start.month)[1]
+    amount = None if monthly is None else len(days) * spec.days * monthly / month_days
+    return RemedyOwed(kind=spec.kind, amount=None if amount is None else round(amount, 2), currency=currency,
+                      detail=f"{len(days)} day(s) with a missed notice: "
+                      + ", ".join(d.isoformat() for d in days))
+
+
+def _exclusions(ctx: EvaluationContext) -> list[ExclusionReport]:
+    found = [ExclusionReport(id=a.id, source="annotation", check=a.check, start=a.start, end=a.end or a.start,
+                             reason=a.reason or "", note=a.note, author=a.author,
+                             withdrawn=not a.active)
+             for a in ctx._annotations if a.kind == "exclusion"
+             and a.end is not None and timestamp_ms(a.end) > ctx.period.start_ms
+             and timestamp_ms(a.start) < ctx.period.end_ms]
+    for m in ctx.maintenance:
+        flags = [f for f, on in (("agreed", m.agreed), ("announced", m.announced)) if on]
+        found.append(ExclusionReport(id=None, source="maintenance", check=", ".join(m.checks) or None,
+                                     start=_stamp(m.start), end=_stamp(m.end),
+                                     reason="maintenance" + (f" ({', '.join(flags)})" if flags else
+                                                             " (neither agreed nor announced: not excluded)"),
+                                     note=m.note))
+    return found
+
+
+def ratio_verdict(config: ObjectiveConfig, timeline: Timeline, ctx: EvaluationContext) -> Verdict:
+    """Availability: ``1 − down / (denominator × coverage)``, compared exactly; budget in seconds."""
+    length = ctx.until_ms - ctx.period.start_ms
+    known = length - timeline.total(UNKNOWN)
+    down = timeline.total(DOWN)
+    period_ms = ctx.period.end_ms - ctx.period.start_ms
+    scale = Fraction(denominator_ms(config, ctx.period), period_ms)
+    assert config.op is not None and config.target is not None
+    target = Fraction(str(config.target))
+    if known <= 0:
+        return Verdict(measured=None, met=None, target=config.target, timeline=timeline,
+                       note="no evidence in the period")
+    ratio = 1 - Fraction(down) / (known * scale)
+    allowed = (1 - target) * denominator_ms(config, ctx.period)
+    return Verdict(measured=float(ratio), met=compare(ratio, config.op, target), target=config.target,
+                   timeline=timeline, budget_used=_used(down, allowed),
+                   budget_left=round(float(allowed - down) / 1000, 3))
+
+
+def duration_verdict(config: ObjectiveConfig, measured_ms: int, timeline: Timeline | None) -> Verdict:
+    assert config.op is not None and config.limit is not None
+    limit_ms = round(config.limit * 1000)
+    return Verdict(measured=measured_ms / 1000, met=compare(Fraction(measured_ms), config.op, Fraction(limit_ms)),
+                   target=limit_ms / 1000, timeline=timeline, budget_used=_used(measured_ms, limit_ms),
+                   budget_left=(limit_ms - measured_ms) / 1000)
+
+
+def _used(used: float | Fraction, allowed: float | Fraction) -> float | None:
+    if allowed <= 0:
+        return None
+    return round(float(Fraction(used) / Fraction(allowed)), 6)
+
+
+_stamp = format_timestamp_ms
+
+
+__all__ = ["DOWN", "EXCLUDED", "UNKNOWN", "UP"]

@@ -1,0 +1,171 @@
+"""``probe report``: judge a month (or year) of stored evidence and show the verdicts."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+
+from ._durations import format_duration
+from ._errors import UsageError
+from ._evaluation import ObjectiveReport, Period, Report, evaluate_profile
+from ._plugins import PluginHost
+from ._profile import load_profile
+from ._store import default_store_url, open_store
+
+
+def run_report(args: argparse.Namespace, host: PluginHost) -> int:
+    profile = load_profile(args.profile, host.probes, host.evaluators)
+    now = datetime.now(timezone.utc)
+    period = _period(args, profile.timezone, now)
+    known = {o.id for o in profile.objective_configs}
+    for wanted in args.objective or ():
+        if wanted not in known:
+            raise UsageError(f'probe report: --objective: no objective "{wanted}" in {profile.path}; '
+                             f"objectives: {', '.join(sorted(known)) or 'none'}")
+    store = open_store(args.store or default_store_url(profile.name), host.stores.get)
+    try:
+        report = evaluate_profile(profile, store, host.evaluators, period, now=now, only=args.objective)
+    finally:
+        store.close()
+    out = sys.stdout
+    if args.format == "json":
+        out.write(msgspec.json.format(msgspec.json.encode(report), indent=2).decode() + "\n")
+    elif args.format == "markdown":
+        out.write(render_markdown(report))
+    else:
+        render_table(report)
+    return 0 if report.met else 1
+
+
+def _period(args: argparse.Namespace, zone: Any, now: datetime) -> Period:
+    if args.year:
+        if not re.fullmatch(r"\d{4}", args.year):
+            raise UsageError(f"probe report: --year: expected a year like 2026, got {args.year!r}")
+        return Period.year(int(args.year), zone)
+    if args.month:
+        m = re.fullmatch(r"(\d{4})-(\d{2})", args.month)
+        if not m or not 1 <= int(m[2]) <= 12:
+            raise UsageError(f"probe report: --month: expected a month like 2026-10, got {args.month!r}")
+        return Period.month(int(m[1]), int(m[2]), zone)
+    local = now.astimezone(zone)
+    return Period.month(local.year, local.month, zone)
+
+
+# ---- rendering ----------------------------------------------------------------------------------
+
+def measured_text(o: ObjectiveReport) -> str:
+    return _value(o.measured, o.unit)
+
+
+def _value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "–"
+    if unit == "ratio":
+        return f"{value * 100:.4g}%"
+    if unit == "s":
+        return format_duration(round(value, 3)) if value >= 1 else f"{value * 1000:.4g}ms"
+    return f"{value:g} {unit}"
+
+
+def verdict_text(met: bool | None) -> str:
+    return {True: "met", False: "MISSED", None: "unknown"}[met]
+
+
+def budget_text(o: ObjectiveReport) -> str:
+    if o.budget_used is None:
+        return "–"
+    left = ""
+    if o.budget_left is not None and o.unit in ("ratio", "s"):
+        left = f", {format_duration(round(max(o.budget_left, 0), 3)) if o.budget_left > 0 else '0s'} left"
+    return f"{o.budget_used:.0%} used{left}"
+
+
+def remedy_text(o: ObjectiveReport) -> str:
+    r = o.remedy
+    if r is None:
+        return "–"
+    if r.minutes is not None:
+        return f"{r.kind}: {r.minutes:g} min of service"
+    if r.amount is not None:
+        return f"{r.kind}: {r.amount:g} {r.currency or ''}".rstrip()
+    return r.kind
+
+
+def _rows(report: Report) -> list[list[str]]:
+    return [[o.id, o.clause or "–", o.kind, measured_text(o), o.op or "–", _value(o.target, o.unit),
+             verdict_text(o.met), budget_text(o), f"{o.coverage:.1%}", remedy_text(o)]
+            for o in report.objectives]
+
+
+HEADERS = ["objective", "clause", "kind", "measured", "op", "target", "verdict", "budget", "coverage", "remedy"]
+OUTAGE_HEADERS = ["objective", "check", "start", "end", "duration", "down", "attribution", "excluded", "report by"]
+
+
+def _outage_rows(report: Report) -> list[list[str]]:
+    rows = []
+    for o in report.objectives:
+        for out in o.outages:
+            rows.append([o.id, out.check.split("/", 1)[-1], out.start, out.end, format_duration(round(out.duration_s, 3)),
+                         format_duration(round(out.down_s, 3)), f"{out.attribution} ({out.code})",
+                         out.excluded or "–", out.report_by or "–"])
+    return rows
+
+
+def _title(report: Report) -> str:
+    to_date = f" (to date, until {report.period.evaluated_until})" if report.period.to_date else ""
+    return (f"{report.profile}" + (f" · contract {report.contract}" if report.contract else "")
+            + f" · {report.period.label}{to_date} · {report.timezone}")
+
+
+def render_table(report: Report) -> None:
+    from rich.table import Table
+
+    from ._display import make_console
+
+    console = make_console()
+    table = Table(title=_title(report), title_justify="left")
+    for name in HEADERS:
+        table.add_column(name)
+    style = {"met": "green", "MISSED": "bold red", "unknown": "yellow"}
+    for row in _rows(report):
+        row[6] = f"[{style[row[6]]}]{row[6]}[/]"
+        table.add_row(*row)
+    console.print(table)
+    outages = _outage_rows(report)
+    if outages:
+        t = Table(title=f"{len(outages)} outage(s)", title_justify="left")
+        for name in OUTAGE_HEADERS:
+            t.add_column(name)
+        for row in outages:
+            t.add_row(*row)
+        console.print(t)
+    for o in report.objectives:
+        if o.note:
+            console.print(f"[dim]{o.id}: {o.note}[/]")
+    if report.exclusions:
+        console.print("exclusions: " + "; ".join(
+            f"{e.start}–{e.end} {e.reason}" + (" [withdrawn]" if e.withdrawn else "") for e in report.exclusions))
+    if report.not_judged:
+        console.print(f"[dim]not judged in a {report.period.kind}ly report: {', '.join(report.not_judged)}[/]")
+
+
+def render_markdown(report: Report) -> str:
+    lines = [f"# {_title(report)}", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
+    outages = _outage_rows(report)
+    if outages:
+        lines += ["", "## Outages", "", "| " + " | ".join(OUTAGE_HEADERS) + " |", "|" + "---|" * len(OUTAGE_HEADERS)]
+        lines += ["| " + " | ".join(row) + " |" for row in outages]
+    notes = [f"- {o.id}: {o.note}" for o in report.objectives if o.note]
+    if notes:
+        lines += ["", "## Notes", "", *notes]
+    if report.exclusions:
+        lines += ["", "## Exclusions", ""]
+        lines += [f"- {e.start} – {e.end}: {e.reason}{' (withdrawn)' if e.withdrawn else ''}"
+                  f"{' — ' + e.note if e.note else ''}" for e in report.exclusions]
+    return "\n".join(lines) + "\n"
