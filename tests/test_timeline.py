@@ -126,3 +126,48 @@ def test_adding_a_failure_never_lowers_down_time(kinds, index, confirm):
     before = timeline(stream(*kinds), minutes=length, confirm=confirm)
     after = timeline(stream(*worse), minutes=length, confirm=confirm)
     assert after.total(DOWN) >= before.total(DOWN)
+
+
+@settings(max_examples=300, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["ok", "fail", "cust", "err", "-"]), max_size=40),
+       confirm=st.integers(1, 4))
+def test_the_evaluators_incidents_are_the_live_trackers(kinds, confirm):
+    from probecore import replay
+    records = stream(*kinds)
+    live = [e.incident_id for e in replay(records, confirm) if e.kind == "confirmed"]
+    t = timeline(records, minutes=5 * len(kinds) + 20, confirm=confirm)
+    assert [o.incident_id for o in t.outages if o.counted] == live
+
+
+@settings(max_examples=300, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["ok", "fail", "cust", "err", "-"]), min_size=1, max_size=40),
+       index=st.integers(0, 39), confirm=st.integers(1, 4))
+def test_turning_an_ok_into_a_failure_never_raises_availability(kinds, index, confirm):
+    oks = [i for i, k in enumerate(kinds) if k == "ok"]
+    if not oks:
+        return
+    worse = list(kinds)
+    worse[oks[index % len(oks)]] = "fail"
+    length = 5 * len(kinds) + 10
+
+    def availability(t):
+        known = t.total(UP) + t.total(DOWN) + t.total(EXCLUDED)
+        return 1 - t.total(DOWN) / known if known else 1.0
+    before = timeline(stream(*kinds), minutes=length, confirm=confirm)
+    after = timeline(stream(*worse), minutes=length, confirm=confirm)
+    assert availability(after) <= availability(before)
+
+
+def test_customer_failure_runs_are_excluded_with_their_class_and_errors_are_unknown():
+    t = timeline(stream("ok", "cust", "cust", "ok", "err", "ok"))
+    assert t.excluded_by_reason() == {"customer": 10 * MIN}
+    assert minutes(t, UNKNOWN) == 5       # the error record says nothing for its 5 minutes
+    (outage,) = t.outages
+    assert (outage.counted, outage.attribution) == (False, "customer")
+
+
+def test_an_outage_may_start_at_its_confirmation():
+    records = stream("ok", "fail", "fail", "fail", "ok")
+    t = build_timeline(Stream.from_records(records, confirm=2, hold=10 * MIN), start=T0, end=T0 + 30 * MIN,
+                       outage_start="confirmation")
+    assert minutes(t, DOWN) == 10                     # from the second failure (10) to the ok (20)
