@@ -290,14 +290,18 @@ class EvaluationContext:
             # Look back so that an outage (or evidence) running into the period is seen.
             since = self.period.start_ms - max(hold, 2 * 86_400_000)
             full = self.full_id(check_id)
-            starts = self.store.starts(full, since, self.until_ms)
+            runs = self.store.evidence(full, since, self.until_ms, hold)
             not_ok = list(self.store.records(check=full, since=_stamp(since),
                                              until=_stamp(self.until_ms), not_ok=True))
             by_vantage: dict[str, list[SLIRecord]] = {}
             for record in not_ok:
                 by_vantage.setdefault(record.vantage, []).append(record)
-            self._streams[key] = [Stream(full, vantage, times, by_vantage.get(vantage, []), check.confirm, hold)
-                                  for vantage, times in sorted(starts.items())]
+            streams = []
+            for vantage in sorted(set(runs) | set(by_vantage)):
+                mine = by_vantage.get(vantage, [])
+                following = self.store.following(full, vantage, [timestamp_ms(r.started_at) for r in mine])
+                streams.append(Stream(full, vantage, runs.get(vantage, []), mine, following, check.confirm, hold))
+            self._streams[key] = streams
         return self._streams[key]
 
     def timeline(self, config: ObjectiveConfig) -> Timeline:

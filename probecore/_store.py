@@ -49,9 +49,15 @@ class Store(Protocol):
         *since* (inclusive) and *until* (exclusive) are RFC 3339 timestamps; *not_ok* keeps
         only ``fail`` and ``error`` records (the evaluator's few, out of a month of ``ok``)."""
 
-    def starts(self, check: str, since_ms: int, until_ms: int) -> dict[str, list[int]]:
-        """Start times (epoch ms, ascending) of *check*'s records in ``[since_ms, until_ms)``,
-        per vantage: the evidence the evaluator's timeline is cut from, without decoding."""
+    def evidence(self, check: str, since_ms: int, until_ms: int,
+                 max_gap_ms: int) -> dict[str, list[tuple[int, int]]]:
+        """Per vantage, the runs of *check*'s records that start in ``[since_ms, until_ms)``:
+        ``(first start, last start)`` of each run of records no more than *max_gap_ms* apart.
+        What the evaluator's timeline is cut from, without reading every record."""
+
+    def following(self, check: str, vantage: str, moments: Iterable[int]) -> dict[int, int | None]:
+        """For each of *moments* (epoch ms), the start of the first record of the stream after
+        it, or ``None``."""
 
     def values(self, check: str, since_ms: int, until_ms: int, metric: str) -> list[tuple[int, float]]:
         """``(start ms, number)`` of *check*'s ``ok`` records in the range, where *metric* is a

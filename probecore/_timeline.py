@@ -25,7 +25,7 @@ Every second of ``[start, end)`` lands in exactly one of the four states, so
 sums are exact and a verdict at a threshold (exactly 99 %, exactly 44 minutes) is decided exactly.
 
 Speed: a month of a 1-minute check is 43,200 records, nearly all ``ok``. The timeline is cut
-from their start times alone (:meth:`Store.starts`) plus the few records that are not ``ok``;
+from the runs of records without gaps (:meth:`Store.evidence`) plus the few records that are not ``ok``;
 the state machine is fed those and the first ``ok`` after each — the only records that change
 its state — so it runs the live tracker's code without decoding 43,200 records.
 """
@@ -94,14 +94,17 @@ class Outage:
 
 @dataclass
 class Stream:
-    """One (check, vantage) stream's evidence: every record's start, and the records not ``ok``."""
+    """One (check, vantage) stream's evidence, in the compact form the store hands out."""
 
     check: str
     vantage: str
-    starts: Sequence[int]
-    """Start of every record, epoch milliseconds, ascending."""
+    runs: Sequence[tuple[int, int]]
+    """``(first start, last start)`` of each run of records no more than ``hold`` apart, epoch
+    ms, in order (:meth:`probecore.Store.evidence`)."""
     not_ok: Sequence[SLIRecord]
     """The ``fail`` and ``error`` records, in start order."""
+    following: dict[int, int | None]
+    """Start (ms) of a not-``ok`` record → start of the next record of the stream, or ``None``."""
     confirm: int
     hold: int
     """Milliseconds a record's outcome holds at most."""
@@ -109,16 +112,23 @@ class Stream:
     @classmethod
     def from_records(cls, records: Iterable[SLIRecord], *, confirm: int, hold: int) -> list[Stream]:
         """Streams of *records* (any checks and vantages, each in start order)."""
-        streams: dict[tuple[str, str], Stream] = {}
+        grouped: dict[tuple[str, str], list[SLIRecord]] = {}
         for record in records:
-            key = (record.check, record.vantage)
-            stream = streams.get(key)
-            if stream is None:
-                stream = streams[key] = cls(record.check, record.vantage, [], [], confirm, hold)
-            stream.starts.append(timestamp_ms(record.started_at))  # type: ignore[attr-defined]
-            if record.outcome != "ok":
-                stream.not_ok.append(record)  # type: ignore[attr-defined]
-        return list(streams.values())
+            grouped.setdefault((record.check, record.vantage), []).append(record)
+        streams = []
+        for (check, vantage), mine in grouped.items():
+            starts = [timestamp_ms(r.started_at) for r in mine]
+            runs: list[tuple[int, int]] = []
+            for at in starts:
+                if runs and at - runs[-1][1] <= hold:
+                    runs[-1] = (runs[-1][0], at)
+                else:
+                    runs.append((at, at))
+            following = {starts[i]: (starts[i + 1] if i + 1 < len(starts) else None)
+                         for i, r in enumerate(mine) if r.outcome != "ok"}
+            streams.append(cls(check, vantage, runs, [r for r in mine if r.outcome != "ok"], following,
+                               confirm, hold))
+        return streams
 
 
 @dataclass
@@ -191,24 +201,14 @@ def build_timeline(streams: Stream | Sequence[Stream], *, start: int, end: int,
 
 def _evidence(stream: Stream) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """(evidence runs, error spans) in epoch milliseconds."""
-    starts = stream.starts
-    if not starts:
-        return [], []
-    hold_ms = stream.hold
-    # Runs of records whose gaps stay within the hold; the only pass over every record.
-    gap_ends = [i for i, (a, b) in enumerate(pairwise(starts), start=1) if b - a > hold_ms]
-    runs: list[tuple[int, int]] = []
-    first = 0
-    for index in [*gap_ends, len(starts)]:
-        runs.append((starts[first], starts[index - 1] + hold_ms))
-        first = index
+    runs = [(first, last + stream.hold) for first, last in stream.runs]
     errors = []
     for record in stream.not_ok:
         if record.outcome != "error":
             continue
         at = timestamp_ms(record.started_at)
-        i = bisect.bisect_right(starts, at)
-        until = min(starts[i], at + hold_ms) if i < len(starts) else at + hold_ms
+        following = stream.following.get(at)
+        until = at + stream.hold if following is None else min(following, at + stream.hold)
         if until > at:
             errors.append((at, until))
     return runs, errors
@@ -262,7 +262,7 @@ def _drop_counted_overlaps(spans: list[Outage]) -> list[Outage]:
 
 def _open_end(stream: Stream, began: int) -> int:
     """Where an outage still open at the end of the evidence ends: its last record's hold."""
-    last = stream.starts[-1] if stream.starts else began
+    last = stream.runs[-1][1] if stream.runs else began
     return max(began, last + stream.hold)
 
 
@@ -273,13 +273,11 @@ def _state_changing_records(stream: Stream) -> list[SLIRecord]:
         return []
     not_ok_ms = {timestamp_ms(r.started_at) for r in stream.not_ok}
     feed: list[SLIRecord] = []
-    starts = stream.starts
     for record in stream.not_ok:
         feed.append(record)
-        at = timestamp_ms(record.started_at)
-        i = bisect.bisect_right(starts, at)
-        if i < len(starts) and starts[i] not in not_ok_ms:
-            following = format_timestamp_ms(starts[i])
+        after = stream.following.get(timestamp_ms(record.started_at))
+        if after is not None and after not in not_ok_ms:
+            following = format_timestamp_ms(after)
             feed.append(SLIRecord(check=record.check, probe=record.probe, target=record.target,
                                   vantage=record.vantage, scheduled_at=following, started_at=following,
                                   duration_s=0.0, outcome="ok"))

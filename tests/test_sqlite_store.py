@@ -108,22 +108,40 @@ def test_url_forms(url, path):
     assert str(path_of(url)) == path
 
 
-def test_a_version_1_store_migrates_to_2_keeping_its_records(tmp_path):
+def test_a_version_1_store_migrates_keeping_its_records_and_fills_gaps_on_demand(tmp_path):
     from probecore_plugins.sqlite import MIGRATIONS
     path = tmp_path / "v1.sqlite3"
     db = sqlite3.connect(path)
     db.executescript(MIGRATIONS[0])
-    db.execute("INSERT INTO records (check_id, vantage, started_ms, outcome, body) "
-               "VALUES ('p/a', 'v', 5, 'fail', '{}')")
+    db.executemany("INSERT INTO records (check_id, vantage, started_ms, outcome, body) "
+                   "VALUES ('p/a', 'v', ?, 'fail', '{}')", [(5,), (7,), (20,), (22,)])
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
     store = SQLiteStore(f"sqlite:{path}")
     try:
-        assert store.starts("p/a", 0, 10) == {"v": [5]}
-        assert store._db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store.evidence("p/a", 0, 100, max_gap_ms=5) == {"v": [(5, 7), (20, 22)]}
+        assert store.evidence("p/a", 6, 100, max_gap_ms=20) == {"v": [(7, 22)]}
+        assert store.following("p/a", "v", [7, 22]) == {7: 20, 22: None}
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         plan = " ".join(str(r) for r in store._db.execute(
-            "EXPLAIN QUERY PLAN SELECT body FROM records WHERE check_id = 'p/a' AND outcome != 'ok'"))
+            "EXPLAIN QUERY PLAN SELECT body FROM records INDEXED BY records_not_ok "
+            "WHERE check_id = 'p/a' AND started_ms >= 0 AND outcome != 'ok'"))
         assert "records_not_ok" in plan
     finally:
+        store.close()
+
+
+def test_gaps_follow_records_imported_out_of_order(tmp_path):
+    from probecore.testing import MemoryStore
+    from tests.test_incidents import make_record
+    stores = [SQLiteStore(f"sqlite:{tmp_path / 'g.sqlite3'}"), MemoryStore()]
+    first = [make_record("p/a", i, "ok") for i in (0, 1, 2, 10, 11)]
+    late = [make_record("p/a", i, "ok") for i in (5, 6)]
+    for store in stores:
+        store.import_records(first)
+        store.import_records(late)   # fills part of the gap between 2 and 10
+        (runs,) = store.evidence(first[0].check, 0, 10**15, max_gap_ms=10 * 60_000).values()
+        t0 = runs[0][0]
+        assert [(a - t0, b - t0) for a, b in runs] == [(0, 600_000), (1_500_000, 1_800_000), (3_000_000, 3_300_000)]
         store.close()

@@ -62,7 +62,7 @@ class Downtime(Evaluator[ObjectiveConfig]):
 
 class LatencyConfig(ObjectiveConfig, kw_only=True, forbid_unknown_fields=True, frozen=True):
     metric: str = "value"
-    """Record field holding the sample: ``"value"`` or ``"phases.<name>"``."""
+    """Record field holding the sample: ``"value"``, ``"duration_s"`` or ``"phases.<name>"``."""
 
 
 def _samples(config: LatencyConfig, ctx: EvaluationContext) -> list[tuple[str, int, float]]:
@@ -71,8 +71,9 @@ def _samples(config: LatencyConfig, ctx: EvaluationContext) -> list[tuple[str, i
 
 
 def _validate_metric(config: LatencyConfig) -> tuple[str, str] | None:
-    if config.metric != "value" and not (config.metric.startswith("phases.") and len(config.metric) > 7):
-        return "metric", f'expected "value" or "phases.<name>", got "{config.metric}"'
+    if config.metric not in ("value", "duration_s") and not (
+            config.metric.startswith("phases.") and len(config.metric) > 7):
+        return "metric", f'expected "value", "duration_s" or "phases.<name>", got "{config.metric}"'
     return None
 
 

@@ -105,12 +105,28 @@ class MemoryStore:
                 continue
             yield record
 
-    def starts(self, check: str, since_ms: int, until_ms: int) -> dict[str, list[int]]:
-        streams: dict[str, list[int]] = {}
-        for key in sorted(self._records, key=lambda k: k[2]):
-            if key[0] == check and since_ms <= key[2] < until_ms:
-                streams.setdefault(key[1], []).append(key[2])
-        return streams
+    def _starts(self, check: str, vantage: str | None = None) -> list[tuple[str, int]]:
+        return sorted((key[1], key[2]) for key in self._records
+                      if key[0] == check and (vantage is None or key[1] == vantage))
+
+    def evidence(self, check: str, since_ms: int, until_ms: int,
+                 max_gap_ms: int) -> dict[str, list[tuple[int, int]]]:
+        runs: dict[str, list[tuple[int, int]]] = {}
+        last: dict[str, int] = {}
+        for vantage, at in sorted(self._starts(check), key=lambda k: k[1]):
+            if not since_ms <= at < until_ms:
+                continue
+            mine = runs.setdefault(vantage, [])
+            if mine and at - last[vantage] <= max_gap_ms:
+                mine[-1] = (mine[-1][0], at)
+            else:
+                mine.append((at, at))
+            last[vantage] = at
+        return runs
+
+    def following(self, check: str, vantage: str, moments: Iterable[int]) -> dict[int, int | None]:
+        times = [at for _, at in self._starts(check, vantage)]
+        return {m: next((t for t in times if t > m), None) for m in moments}
 
     def values(self, check: str, since_ms: int, until_ms: int, metric: str) -> list[tuple[int, float]]:
         found = []
