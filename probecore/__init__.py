@@ -31,6 +31,7 @@ from ._evaluation import (
     Verdict,
     compare,
     duration_verdict,
+    evaluate_profile,
     ratio_verdict,
 )
 from ._incidents import (
@@ -72,7 +73,7 @@ from .hookspec import hookimpl
 
 __all__ = [
     "DOWN", "EXCLUDED", "UNKNOWN", "UP", "EvaluationContext", "Evaluator", "ObjectiveConfig", "Period", "Verdict", "compare",
-    "duration_verdict", "format_timestamp_ms", "ratio_verdict",
+    "duration_verdict", "evaluate_profile", "format_timestamp_ms", "ratio_verdict",
     "EXCLUSION_REASONS", "Annotation", "decode_annotation", "encode_annotation",
     "ATTRIBUTIONS", "BUILTIN_PLUGINS", "SCHEMA_ID", "Attribution", "Check", "CheckContext",
     "Duration", "Failure", "IncidentEvent", "IncidentTracker", "Observation", "Outcome",

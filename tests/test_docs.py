@@ -32,6 +32,14 @@ async def test_the_guide_example_runs_an_hour_in_mock_time(doc_module, tmp_path,
     assert all(r.phases == {"think": pytest.approx(0.02)} for r in records)
 
 
+def test_the_guide_objective_kind_counts_outages(doc_module, tmp_path):
+    one = doc_module.judge_outage_count(tmp_path, ["ok", "fail", "fail", "ok", "fail", "ok"])
+    assert (one.measured, one.met) == (1, True)       # the lone failure at minute 4 is a flap
+    two = doc_module.judge_outage_count(tmp_path, ["ok", "fail", "fail", "ok", "fail", "fail", "ok"])
+    assert (two.measured, two.met) == (2, False)
+    assert [o.start for o in two.outages] == ["2026-08-31T16:01:00.000Z", "2026-08-31T16:04:00.000Z"]
+
+
 def test_every_hook_in_the_hookspec_is_in_the_guide():
     from probecore import hookspec
 
