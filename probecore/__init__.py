@@ -42,6 +42,14 @@ from ._incidents import (
     encode_event,
     replay,
 )
+from ._notify import (
+    ChannelConfig,
+    Delivery,
+    DeliveryContext,
+    DeliveryError,
+    Notice,
+    Notifier,
+)
 from ._plugins import (
     BUILTIN_PLUGINS,
     PluginHost,
@@ -72,6 +80,7 @@ from ._store import Store, StoreFactory, default_store_url, open_store
 from .hookspec import hookimpl
 
 __all__ = [
+    "ChannelConfig", "Delivery", "DeliveryContext", "DeliveryError", "Notice", "Notifier",
     "DOWN", "EXCLUDED", "UNKNOWN", "UP", "EvaluationContext", "Evaluator", "ObjectiveConfig", "Period", "Verdict", "compare",
     "duration_verdict", "evaluate_profile", "format_timestamp_ms", "ratio_verdict",
     "EXCLUSION_REASONS", "Annotation", "decode_annotation", "encode_annotation",

@@ -211,7 +211,7 @@ def cmd_check(args: argparse.Namespace, host: PluginHost) -> int:
     from ._durations import format_duration
     from ._probe import describe_target
 
-    profile = load_profile(args.profile, host.probes, host.evaluators)
+    profile = load_profile(args.profile, host.probes, host.evaluators, host.notifiers)
     console = make_console()
     console.print(f"[bold]{profile.path}[/]: profile [bold]{profile.name}[/] is valid"
                   + (f" (contract {profile.contract})" if profile.contract else ""))
@@ -301,7 +301,7 @@ def cmd_run(args: argparse.Namespace, host: PluginHost) -> int:
 
     from ._display import JsonLines, LiveTable, make_console, results_table
 
-    profile = load_profile(args.profile, host.probes, host.evaluators)
+    profile = load_profile(args.profile, host.probes, host.evaluators, host.notifiers)
     options = RunOptions(once=args.once, vantage=args.vantage or default_vantage(),
                          max_concurrency=args.max_concurrency, per_host=args.per_host, duration=args.run_for)
     json_mode = args.json or not sys.stdout.isatty()

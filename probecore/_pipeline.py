@@ -34,13 +34,17 @@ class Pipeline:
     :param on_stored: called with each batch after it is committed (hooks, JSON output).
     :param attribute: the cross-check attribution rules (:class:`~probecore._attribution.Attributor`),
         applied to each record before anything else sees it.
+    :param route: turns a batch's events into outbox deliveries (:class:`~probecore._notify.Router`),
+        written in the same transaction as the events.
     """
 
     def __init__(self, store: Store, confirm: dict[str, int], *,
                  on_observed: Sequence[ObservedCallback] = (), on_stored: Sequence[StoredCallback] = (),
                  batch_size: int = 500, flush_interval: float = 0.5, warn: Callable[[str], None] | None = None,
-                 attribute: Callable[[SLIRecord], SLIRecord] | None = None):
+                 attribute: Callable[[SLIRecord], SLIRecord] | None = None,
+                 route: Callable[[Sequence[IncidentEvent]], list[Any]] | None = None):
         self.store = store
+        self._route = route
         self._attribute = attribute
         self._confirm = confirm
         self._trackers: dict[tuple[str, str], IncidentTracker] = {}
@@ -104,7 +108,11 @@ class Pipeline:
         self._records, self._events = [], []
         with trio.CancelScope(shield=True):
             try:
-                await trio.to_thread.run_sync(self.store.write, records, events)
+                if self._route is not None and events:
+                    deliveries = self._route(events)
+                    await trio.to_thread.run_sync(self.store.write, records, events, deliveries)
+                else:
+                    await trio.to_thread.run_sync(self.store.write, records, events)
             except Exception as exc:  # keep the batch and retry: nothing is dropped
                 self._records[:0] = records
                 self._events[:0] = events

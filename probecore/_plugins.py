@@ -32,6 +32,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "probecore_plugins.ping",
     "probecore_plugins.push",
     "probecore_plugins.objectives",
+    "probecore_plugins.notifiers.console",
 )
 """Module names of the built-in plugins, registered in this order before any third party."""
 

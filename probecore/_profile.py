@@ -28,7 +28,7 @@ from ._secrets import Secret
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 OPERATORS = ("<", "<=", ">=", ">")
-TABLES = ("profile", "defaults", "check", "objective", "maintenance", "notify")
+TABLES = ("profile", "defaults", "check", "objective", "maintenance", "channel", "notify")
 CHECK_KEYS = ("id", "probe", "interval", "timeout", "retry_interval", "confirm", "labels", "binding", "group")
 DEFAULT_KEYS = ("interval", "timeout", "retry_interval", "confirm", "labels")
 MAINTENANCE_KEYS = ("id", "start", "end", "every", "until", "check", "checks", "agreed", "announced", "note")
@@ -99,6 +99,10 @@ class Profile:
     objective_configs: tuple[Any, ...] = ()
     """The objectives validated by their evaluators' ``Config`` (when the profile was loaded
     with the evaluator registry, as ``probe check``, ``run`` and ``report`` do)."""
+    channels: tuple[Any, ...] = ()
+    """``[[channel]]`` tables validated by their notifiers' ``Config`` (with the notifier registry)."""
+    route_configs: tuple[Any, ...] = ()
+    """``[[notify]]`` routes as :class:`probecore._notify.RouteConfig` (with the notifier registry)."""
 
     def check(self, check_id: str) -> Check:
         for item in self.checks:
@@ -108,12 +112,14 @@ class Profile:
                          + ", ".join(c.id for c in self.checks))
 
 
-def load_profile(path: str | Path, probes: Any, evaluators: Any = None) -> Profile:
+def load_profile(path: str | Path, probes: Any, evaluators: Any = None, notifiers: Any = None) -> Profile:
     """Read and validate the profile at *path*.
 
     :param probes: the probe-kind registry (``PluginHost.probes``) that ``probe = "..."`` names.
     :param evaluators: the objective-kind registry (``PluginHost.evaluators``); with it every
         ``[[objective]]`` is checked against its kind's ``Config``.
+    :param notifiers: the notifier registry (``PluginHost.notifiers``); with it ``[[channel]]``
+        and ``[[notify]]`` tables are checked.
     :raises ProfileError: for anything wrong, with a one-line message.
     """
     path = Path(path)
@@ -130,15 +136,16 @@ def load_profile(path: str | Path, probes: Any, evaluators: Any = None) -> Profi
         raise ProfileError(shown, "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(shown, f"invalid TOML: {exc}") from None
-    return _Loader(shown, path.parent, probes, evaluators).profile(data)
+    return _Loader(shown, path.parent, probes, evaluators, notifiers).profile(data)
 
 
 class _Loader:
-    def __init__(self, path: str, base_dir: Path, probes: Any, evaluators: Any = None):
+    def __init__(self, path: str, base_dir: Path, probes: Any, evaluators: Any = None, notifiers: Any = None):
         self.path = path
         self.base_dir = base_dir
         self.probes = probes
         self.evaluators = evaluators
+        self.notifiers = notifiers
 
     def error(self, problem: str, table: str | None = None, key: str | None = None) -> ProfileError:
         return ProfileError(self.path, problem, table=table, key=key)
@@ -205,10 +212,21 @@ class _Loader:
         self.unique(objectives, "objective")
         self.unique(notify, "notify")
         configs = tuple(self.objective_config(t) for t in objectives) if self.evaluators is not None else ()
+        channels: tuple[Any, ...] = ()
+        routes: tuple[Any, ...] = ()
+        if self.notifiers is not None:
+            channels = tuple(self.channel(t, i) for i, t in enumerate(self.array(data, "channel")))
+            self.unique(tuple({"id": c.id} for c in channels), "channel")
+            routes = tuple(self.route_config(t, {c.id for c in channels}) for t in notify)
+            for route in routes:
+                if route.escalate and route.escalate.route not in {r.id for r in routes}:
+                    raise self.error(f'no [[notify]] route "{route.escalate.route}" in this profile',
+                                     f'notify "{route.id}"', "escalate.route")
         return Profile(path=self.path, name=name, contract=self.string(head, "contract", "[profile]"),
                        timezone=zone, fee=fee, description=self.string(head, "description", "[profile]"),
                        checks=tuple(checks), objectives=objectives, maintenance=maintenance,
-                       notify=notify, defaults=base, objective_configs=configs)
+                       notify=notify, defaults=base, objective_configs=configs, channels=channels,
+                       route_configs=routes)
 
     # ---- [[check]] -----------------------------------------------------------------------------
 
@@ -314,6 +332,26 @@ class _Loader:
         if problem is not None:
             raise self.error(problem[1], where, problem[0])
         return config
+
+    def channel(self, table: Any, index: int) -> Any:
+        where = self.named(table, index, "channel")
+        kind = self.string(table, "kind", where, required=True)
+        if kind not in self.notifiers:
+            raise self.error(self.notifiers.unknown_message(kind), where, "kind")
+        return self.probe_config(self.notifiers.get(kind), table, where)
+
+    def route_config(self, table: dict[str, Any], channel_ids: set[str]) -> Any:
+        from ._notify import RouteConfig
+
+        where = f'notify "{table["id"]}"'
+        holder = type("Route", (), {"Config": RouteConfig})
+        route = self.probe_config(holder, table, where)
+        if not route.channels:
+            raise self.error("names no channel (add channels = [\"<channel id>\"])", where, "channels")
+        for channel in route.channels:
+            if channel not in channel_ids:
+                raise self.error(f'no [[channel]] "{channel}" in this profile', where, "channels")
+        return route
 
     def maintenance(self, table: Any, index: int, ids: set[str]) -> dict[str, Any]:
         where = f"maintenance #{index + 1}"

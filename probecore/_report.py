@@ -19,7 +19,7 @@ from ._store import default_store_url, open_store
 
 
 def run_report(args: argparse.Namespace, host: PluginHost) -> int:
-    profile = load_profile(args.profile, host.probes, host.evaluators)
+    profile = load_profile(args.profile, host.probes, host.evaluators, host.notifiers)
     now = datetime.now(timezone.utc)
     period = _period(args, profile.timezone, now)
     known = {o.id for o in profile.objective_configs}

@@ -82,8 +82,22 @@ async def run_profile(profile: Profile, host: PluginHost, store: Store, options:
     def collect(record: SLIRecord, events: Sequence[IncidentEvent]) -> None:
         result.records.append(record)
 
+    worker = None
+    router = None
+    if profile.route_configs:
+        from ._notify import DeliveryWorker, Router, now_ms_of
+        router = Router(profile)
+        channels = {c.id: (host.notifiers.get(c.kind)(), c) for c in profile.channels}
+        worker = DeliveryWorker(store, profile, channels, router, now_ms_of(options.clock),
+                                warn=_warn_stderr)
+
+        def poke(records: Sequence[SLIRecord], events: Sequence[IncidentEvent]) -> None:
+            if events:
+                worker.poke()
+        on_stored = [*on_stored, poke]
     pipeline = Pipeline(store, {c.full_id: c.confirm for c in profile.checks},
                         attribute=Attributor(profile.checks),
+                        route=router.deliveries if router is not None else None,
                         on_observed=[collect, *on_observed] if options.once else on_observed,
                         on_stored=[hooks, *on_stored],
                         batch_size=options.batch_size, flush_interval=options.flush_interval)
@@ -96,6 +110,8 @@ async def run_profile(profile: Profile, host: PluginHost, store: Store, options:
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(pipeline.run)
+            if worker is not None:
+                await nursery.start(worker.run)
             if options.handle_signals:
                 nursery.start_soon(_stop_on_signal, nursery.cancel_scope, result)
             if options.once:
@@ -115,6 +131,11 @@ async def run_profile(profile: Profile, host: PluginHost, store: Store, options:
                 pipeline.rescue()
         result.stored_records = pipeline.stored_records
     return result
+
+
+def _warn_stderr(message: str) -> None:
+    import sys
+    print(f"probe: {message}", file=sys.stderr)
 
 
 async def _stop_on_signal(scope: trio.CancelScope, result: RunResult) -> None:

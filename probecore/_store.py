@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 
 from ._annotations import Annotation
 from ._errors import UsageError
+from ._notify import Delivery
 from ._incidents import IncidentEvent
 from ._record import SLIRecord
 
@@ -29,11 +30,13 @@ class Store(Protocol):
     url: str
     """Where the store is, as the user would write it (no password)."""
 
-    def write(self, records: Iterable[SLIRecord], events: Iterable[IncidentEvent]) -> None:
-        """Append *records* and *events* in one transaction; all or nothing.
+    def write(self, records: Iterable[SLIRecord], events: Iterable[IncidentEvent],
+              deliveries: Iterable[Delivery] = ()) -> None:
+        """Append *records*, *events* and outbox *deliveries* in one transaction; all or nothing.
 
-        Events are keyed by ``event_id``: writing an event already stored is not an error and
-        changes nothing (replays and restarts write the same events again).
+        Records are keyed by (check, vantage, start), events by ``event_id``, deliveries by
+        (event id, route, channel): writing one already stored is not an error and changes
+        nothing (replays and restarts write the same again).
         """
 
     def import_records(self, records: Iterable[SLIRecord]) -> tuple[int, int]:
@@ -79,6 +82,26 @@ class Store(Protocol):
 
     def events(self, *, check: str | None = None, prefix: str | None = None) -> Iterator[IncidentEvent]:
         """Incident events in the order they happened."""
+
+    def enqueue(self, deliveries: Iterable[Delivery]) -> int:
+        """Add outbox deliveries not stored yet; returns how many were new."""
+
+    def due_deliveries(self, profile: str, now_ms: int, limit: int = 200) -> list[Delivery]:
+        """Pending deliveries of *profile* whose next attempt is due by *now_ms*, oldest first."""
+
+    def deliveries(self, profile: str, status: str | None = None) -> list[Delivery]:
+        """Every delivery of *profile* (with *status*), in the order they were queued."""
+
+    def record_attempt(self, delivery_id: int, at_ms: int, ok: bool, error: str | None,
+                       next_ms: int | None, expired: bool) -> None:
+        """Record one attempt: delivered (*ok*), failed (retry at *next_ms*) or *expired*. A
+        delivery that is no longer pending is left as it is (never delivered twice)."""
+
+    def attempts(self, delivery_id: int) -> list[tuple[int, bool, str | None]]:
+        """``(at ms, ok, error)`` of every attempt of a delivery."""
+
+    def open_incidents(self, profile: str) -> list[IncidentEvent]:
+        """The ``confirmed`` events of *profile*'s incidents not resolved yet."""
 
     def close(self) -> None:
         """Flush and release the store. Calling it twice is harmless."""

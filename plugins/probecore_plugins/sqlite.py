@@ -17,6 +17,7 @@ import msgspec
 
 from probecore import (
     Annotation,
+    Delivery,
     IncidentEvent,
     SLIRecord,
     StoreError,
@@ -30,7 +31,7 @@ from probecore import (
     timestamp_ms,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each entry moves the schema from version i to i + 1. Never edit a shipped entry: add one.
 MIGRATIONS: tuple[str, ...] = (
@@ -76,6 +77,28 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE records ADD COLUMN gap_ms INTEGER;
     CREATE INDEX records_gaps ON records (check_id, gap_ms);
+    """,
+    # v4: the notification outbox, one row per (event, route, channel), and every attempt.
+    """
+    CREATE TABLE outbox (
+        id          INTEGER PRIMARY KEY,
+        profile     TEXT NOT NULL,
+        event_id    TEXT NOT NULL,
+        route       TEXT NOT NULL,
+        channel     TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        next_ms     INTEGER NOT NULL,
+        body        TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX outbox_once ON outbox (event_id, route, channel);
+    CREATE INDEX outbox_due ON outbox (profile, status, next_ms);
+    CREATE TABLE outbox_attempts (
+        delivery_id INTEGER NOT NULL,
+        at_ms       INTEGER NOT NULL,
+        ok          INTEGER NOT NULL,
+        error       TEXT
+    );
+    CREATE INDEX outbox_attempts_by_delivery ON outbox_attempts (delivery_id, at_ms);
     """,
 )
 
@@ -133,7 +156,8 @@ class SQLiteStore:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def write(self, records: Iterable[SLIRecord], events: Iterable[IncidentEvent]) -> None:
+    def write(self, records: Iterable[SLIRecord], events: Iterable[IncidentEvent],
+              deliveries: Iterable[Delivery] = ()) -> None:
         rows = [_record_row(r) for r in records]
         with self._lock, self._transaction():
             self._db.executemany(
@@ -141,6 +165,75 @@ class SQLiteStore:
                 "VALUES (?, ?, ?, ?, ?)", rows)
             self._refresh_gaps(rows)
             self._insert_events(events)
+            self._insert_deliveries(deliveries)
+
+    # ---- the notification outbox ----------------------------------------------------------------
+
+    def _insert_deliveries(self, deliveries: Iterable[Delivery]) -> int:
+        before = self._db.total_changes
+        self._db.executemany(
+            "INSERT OR IGNORE INTO outbox (profile, event_id, route, channel, status, next_ms, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(d.profile, d.event_id, d.route, d.channel, d.status, d.next_ms, _encode_delivery(d))
+             for d in deliveries])
+        return self._db.total_changes - before
+
+    def enqueue(self, deliveries: Iterable[Delivery]) -> int:
+        with self._lock, self._transaction():
+            return self._insert_deliveries(deliveries)
+
+    def due_deliveries(self, profile: str, now_ms: int, limit: int = 200) -> list[Delivery]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, body FROM outbox WHERE profile = ? AND status = 'pending' AND next_ms <= ? "
+                "ORDER BY next_ms, id LIMIT ?", (profile, now_ms, limit)).fetchall()
+        return [_decode_delivery(body, ident) for ident, body in rows]
+
+    def deliveries(self, profile: str, status: str | None = None) -> list[Delivery]:
+        query, args = "SELECT id, body FROM outbox WHERE profile = ?", [profile]
+        if status is not None:
+            query += " AND status = ?"
+            args.append(status)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id", args).fetchall()
+        return [_decode_delivery(body, ident) for ident, body in rows]
+
+    def record_attempt(self, delivery_id: int, at_ms: int, ok: bool, error: str | None,
+                       next_ms: int | None, expired: bool) -> None:
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT body FROM outbox WHERE id = ?", (delivery_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"store {self.url}: no delivery {delivery_id}")
+            delivery = _decode_delivery(row[0], delivery_id)
+            if delivery.status != "pending":  # already delivered (or expired): never twice
+                return
+            delivery.attempts += 0 if expired else 1
+            delivery.last_error = error
+            if ok:
+                delivery.status, delivery.delivered_ms = "delivered", at_ms
+            elif expired:
+                delivery.status = "expired"
+            elif next_ms is not None:
+                delivery.next_ms = next_ms
+            self._db.execute("UPDATE outbox SET status = ?, next_ms = ?, body = ? WHERE id = ?",
+                             (delivery.status, delivery.next_ms, _encode_delivery(delivery), delivery_id))
+            if not expired:
+                self._db.execute("INSERT INTO outbox_attempts (delivery_id, at_ms, ok, error) VALUES (?, ?, ?, ?)",
+                                 (delivery_id, at_ms, int(ok), error))
+
+    def attempts(self, delivery_id: int) -> list[tuple[int, bool, str | None]]:
+        with self._lock:
+            rows = self._db.execute("SELECT at_ms, ok, error FROM outbox_attempts WHERE delivery_id = ? "
+                                    "ORDER BY at_ms, rowid", (delivery_id,)).fetchall()
+        return [(at, bool(ok), error) for at, ok, error in rows]
+
+    def open_incidents(self, profile: str) -> list[IncidentEvent]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM events e WHERE kind = 'confirmed' AND check_id >= ? AND check_id < ? "
+                "AND NOT EXISTS (SELECT 1 FROM events r WHERE r.incident_id = e.incident_id "
+                "AND r.kind = 'resolved') ORDER BY seq", (profile + "/", profile + "/\U0010ffff")).fetchall()
+        return [decode_event(body) for (body,) in rows]
 
     def import_records(self, records: Iterable[SLIRecord]) -> tuple[int, int]:
         rows = [_record_row(r) for r in records]
@@ -352,6 +445,14 @@ class _Transaction:
         self.db.execute("ROLLBACK")
         if isinstance(exc, sqlite3.DatabaseError):
             raise StoreError(f"store {self.url}: write failed: {exc}") from None
+
+
+def _encode_delivery(delivery: Delivery) -> str:
+    return msgspec.json.encode(msgspec.structs.replace(delivery, id=None)).decode()
+
+
+def _decode_delivery(body: str, ident: int) -> Delivery:
+    return msgspec.structs.replace(msgspec.json.decode(body, type=Delivery), id=ident)
 
 
 def _record_row(record: SLIRecord) -> tuple[str, str, int, str, str]:

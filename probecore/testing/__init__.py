@@ -23,6 +23,7 @@ import msgspec
 from .._annotations import Annotation
 from .._clock import TrioWallClock
 from .._errors import StoreError
+from .._notify import Delivery
 from .._incidents import IncidentEvent
 from .._plugins import BUILTIN_PLUGINS, PluginHost, make_plugin_manager
 from .._profile import Profile
@@ -63,19 +64,73 @@ class MemoryStore:
     """A :class:`probecore.Store` in memory, with the same dedup and ordering rules as SQLite."""
 
     url = "memory:"
+    blocking = False
+    """Calls return at once: callers need no worker thread (which would let a mock clock jump)."""
 
     def __init__(self) -> None:
         self._records: dict[tuple[str, str, int], SLIRecord] = {}
         self._events: dict[str, IncidentEvent] = {}
         self._annotations: list[Annotation] = []
+        self._outbox: dict[tuple[str, str, str], Delivery] = {}
+        self._attempts: dict[int, list[tuple[int, bool, str | None]]] = {}
         self.writes = 0
         self.closed = False
 
-    def write(self, records: Iterable[SLIRecord], events: Iterable[IncidentEvent]) -> None:
+    def write(self, records: Iterable[SLIRecord], events: Iterable[IncidentEvent],
+              deliveries: Iterable[Delivery] = ()) -> None:
         self.import_records(records)
         for event in events:
             self._events.setdefault(event.event_id, event)
+        self.enqueue(deliveries)
         self.writes += 1
+
+    def enqueue(self, deliveries: Iterable[Delivery]) -> int:
+        added = 0
+        for delivery in deliveries:
+            key = (delivery.event_id, delivery.route, delivery.channel)
+            if key not in self._outbox:
+                self._outbox[key] = msgspec.structs.replace(delivery, id=len(self._outbox) + 1)
+                added += 1
+        return added
+
+    def _delivery(self, delivery_id: int) -> Delivery:
+        for delivery in self._outbox.values():
+            if delivery.id == delivery_id:
+                return delivery
+        raise StoreError(f"store memory: no delivery {delivery_id}")
+
+    def due_deliveries(self, profile: str, now_ms: int, limit: int = 200) -> list[Delivery]:
+        due = [d for d in self._outbox.values() if d.profile == profile and d.status == "pending"
+               and d.next_ms <= now_ms]
+        return [msgspec.structs.replace(d) for d in sorted(due, key=lambda d: (d.next_ms, d.id))[:limit]]
+
+    def deliveries(self, profile: str, status: str | None = None) -> list[Delivery]:
+        return [msgspec.structs.replace(d) for d in self._outbox.values()
+                if d.profile == profile and (status is None or d.status == status)]
+
+    def record_attempt(self, delivery_id: int, at_ms: int, ok: bool, error: str | None,
+                       next_ms: int | None, expired: bool) -> None:
+        delivery = self._delivery(delivery_id)
+        if delivery.status != "pending":
+            return
+        delivery.attempts += 0 if expired else 1
+        delivery.last_error = error
+        if ok:
+            delivery.status, delivery.delivered_ms = "delivered", at_ms
+        elif expired:
+            delivery.status = "expired"
+        elif next_ms is not None:
+            delivery.next_ms = next_ms
+        if not expired:
+            self._attempts.setdefault(delivery_id, []).append((at_ms, ok, error))
+
+    def attempts(self, delivery_id: int) -> list[tuple[int, bool, str | None]]:
+        return list(self._attempts.get(delivery_id, []))
+
+    def open_incidents(self, profile: str) -> list[IncidentEvent]:
+        resolved = {e.incident_id for e in self._events.values() if e.kind == "resolved"}
+        return [e for e in self._events.values() if e.kind == "confirmed" and e.check.startswith(profile + "/")
+                and e.incident_id not in resolved]
 
     def import_records(self, records: Iterable[SLIRecord]) -> tuple[int, int]:
         added = skipped = 0

@@ -1,0 +1,1 @@
+"""Built-in notification channels: console, webhook, email, apprise."""

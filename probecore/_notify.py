@@ -1,0 +1,397 @@
+"""Notifications: routes, the notifier contract, the durable outbox and its delivery worker.
+
+How a notice travels (DESIGN.md, "Notifications"):
+
+1. An incident event is stored by the pipeline; in the **same transaction** the router writes one
+   :class:`Delivery` per (event, route, channel) that the profile's ``[[notify]]`` routes select
+   — the outbox. Nothing is sent before both are committed.
+2. The :class:`DeliveryWorker` (a task of ``probe run``) sends due deliveries through their
+   channel's :class:`Notifier`, records every attempt, retries with exponential backoff and
+   jitter, and marks a delivery ``delivered`` (with ``delivered_at``) or ``expired`` once it is
+   older than the route's ``expire_after`` — never dropped silently. A restarted run resumes the
+   pending ones; a delivered one is never sent again for the same (event, route, channel).
+3. The first delivery of an incident's ``confirmed`` notice per route is stored as a ``notice``
+   annotation: the evidence the ``notify_delay`` objective (002-T) judges.
+
+Repeats while an incident stays open, and escalation to a second route when it is not resolved
+in time, are deliveries too, with deterministic event ids (``<incident>#repeat-2``,
+``<incident>#escalated``) so a restart never doubles them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+import msgspec
+import trio
+
+from ._annotations import Annotation
+from ._durations import Duration, format_duration
+from ._incidents import IncidentEvent
+from ._record import Failure, Timestamp, format_timestamp, timestamp_ms
+from ._timeline import format_timestamp_ms
+
+NOTICE_SCHEMA_ID = "probecore.notice/1"
+NoticeKind = Literal["suspected", "confirmed", "resolved", "flap", "repeat", "escalated", "test"]
+EVENT_KINDS: tuple[str, ...] = ("suspected", "confirmed", "resolved", "flap")
+
+
+class ChannelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Base of every notifier's ``Config``: a ``[[channel]]`` table (``id``, ``kind`` and the
+    kind's own keys). Secrets are :class:`probecore.Secret` references."""
+
+    id: str
+    kind: str
+
+
+class Notice(msgspec.Struct, kw_only=True, frozen=True):
+    """What a channel delivers (the webhook's JSON body, schema ``probecore.notice/1``)."""
+
+    schema: Literal["probecore.notice/1"] = NOTICE_SCHEMA_ID
+    notice_id: str
+    """``<event id>/<route>``: the same for every channel and every retry (idempotency key)."""
+    event_id: str
+    kind: NoticeKind
+    profile: str
+    route: str
+    check: str
+    vantage: str
+    incident: str | None
+    incident_started_at: Timestamp | None
+    at: Timestamp
+    """When the event happened (the record that caused it)."""
+    due_by: Timestamp | None = None
+    """The route's ``obligation``: the notice must be delivered by then (002: 15 min)."""
+    failure: Failure | None = None
+    title: str
+    text: str
+    labels: dict[str, str] = {}
+
+
+class Delivery(msgspec.Struct, kw_only=True):
+    """One notice to one channel: a row of the outbox."""
+
+    profile: str
+    event_id: str
+    route: str
+    channel: str
+    notice: Notice
+    created_ms: int
+    next_ms: int
+    status: Literal["pending", "delivered", "expired"] = "pending"
+    attempts: int = 0
+    delivered_ms: int | None = None
+    last_error: str | None = None
+    expire_ms: int | None = None
+    id: int | None = None
+
+
+C = TypeVar("C", bound=ChannelConfig)
+
+
+class DeliveryError(Exception):
+    """A channel could not deliver. ``retry=False`` for errors retrying cannot fix (a rejected
+    address): the delivery is still retried until it expires, but less often."""
+
+    def __init__(self, message: str, *, retry: bool = True):
+        super().__init__(message)
+        self.retry = retry
+
+
+class DeliveryContext:
+    """What a notifier may use besides its config: secrets (scrubbed from errors), the timeout."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self._revealed: set[str] = set()
+
+    def reveal(self, secret: Any) -> str:
+        value = secret.reveal()
+        self._revealed.add(value)
+        return value
+
+    def scrub(self, text: str) -> str:
+        for value in self._revealed:
+            if value:
+                text = text.replace(value, "***")
+        return text
+
+
+class Notifier(Generic[C]):
+    """Base class of notification channels. Subclass, set ``kind`` and ``Config``, implement
+    ``send``; add it with ``probecore_add_notifiers``.
+
+    ``send`` runs on trio; blocking libraries go through ``trio.to_thread.run_sync``. It raises
+    :class:`DeliveryError` when the notice was not accepted; returning means delivered. It must
+    be idempotent per ``notice.notice_id`` where the channel allows (a header, a Message-ID):
+    after a crash between sending and recording, the notice is sent again.
+    """
+
+    kind: ClassVar[str]
+    Config: ClassVar[type[ChannelConfig]] = ChannelConfig
+
+    def target(self, config: C) -> str:
+        """Where notices go (an address, a URL without credentials), for lists and logs."""
+        return config.kind
+
+    async def send(self, config: C, notice: Notice, ctx: DeliveryContext) -> None:
+        raise NotImplementedError
+
+
+# ---- routes ---------------------------------------------------------------------------------------
+
+class Escalate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    after: Duration
+    route: str
+
+
+class RouteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """A ``[[notify]]`` table."""
+
+    id: str
+    channels: list[str]
+    events: list[Literal["suspected", "confirmed", "resolved", "flap"]] = msgspec.field(
+        default_factory=lambda: ["confirmed", "resolved"])
+    check: str | None = None
+    checks: list[str] = []
+    labels: dict[str, str] = {}
+    obligation: Duration | None = None
+    """Deliver within this long of the event (002 art.4: ``"15m"`` from confirmation)."""
+    repeat: Duration | None = None
+    """Send the confirmed notice again this often while the incident stays open."""
+    escalate: Escalate | None = None
+    """Notify another route when the incident is not resolved within ``after``."""
+    expire_after: Duration = Duration(86400.0)
+    """A delivery still failing this long after its event is marked expired."""
+    timeout: Duration = Duration(30.0)
+    only_escalation: bool = False
+    """Used only as another route's escalation target, never for events directly."""
+
+    def selects(self, check: Any) -> bool:
+        ids = ([self.check] if self.check else []) + list(self.checks)
+        if ids and check.id not in ids:
+            return False
+        return all(check.labels.get(k) == v for k, v in self.labels.items())
+
+
+class Router:
+    """Turns stored incident events into outbox deliveries, by the profile's routes."""
+
+    def __init__(self, profile: Any):
+        self.profile = profile
+        self.routes: tuple[RouteConfig, ...] = getattr(profile, "route_configs", ())
+        self._checks = {c.full_id: c for c in profile.checks}
+
+    def deliveries(self, events: Iterable[IncidentEvent]) -> list[Delivery]:
+        found: list[Delivery] = []
+        for event in events:
+            check = self._checks.get(event.check.split(":", 1)[0])
+            if check is None or ":" in event.check:  # members notify through their round
+                continue
+            for route in self.routes:
+                if route.only_escalation or event.kind not in route.events or not route.selects(check):
+                    continue
+                found.extend(self.for_route(route, _notice(self.profile, route, event, event.kind, event.event_id)))
+        return found
+
+    def for_route(self, route: RouteConfig, notice: Notice) -> list[Delivery]:
+        created = timestamp_ms(notice.at)
+        return [Delivery(profile=self.profile.name, event_id=notice.event_id, route=route.id, channel=channel,
+                         notice=notice, created_ms=created, next_ms=created,
+                         expire_ms=created + round(route.expire_after * 1000))
+                for channel in route.channels]
+
+    def route(self, route_id: str) -> RouteConfig:
+        return next(r for r in self.routes if r.id == route_id)
+
+    def timed(self, open_incidents: Sequence[IncidentEvent], now_ms: int) -> list[Delivery]:
+        """Repeat and escalation deliveries due by *now_ms* for incidents still open (their
+        ``confirmed`` events). Event ids are deterministic; the store ignores ones it has."""
+        found: list[Delivery] = []
+        for event in open_incidents:
+            check = self._checks.get(event.check)
+            if check is None:
+                continue
+            confirmed = timestamp_ms(event.at)
+            for route in self.routes:
+                if route.only_escalation or "confirmed" not in route.events or not route.selects(check):
+                    continue
+                if route.repeat:
+                    n = int((now_ms - confirmed) // (route.repeat * 1000))
+                    if n >= 1:
+                        at = confirmed + round(n * route.repeat * 1000)
+                        found.extend(self.for_route(route, _notice(
+                            self.profile, route, event, "repeat", f"{event.incident_id}#repeat-{n}", at_ms=at)))
+                if route.escalate and now_ms >= confirmed + route.escalate.after * 1000:
+                    target = self.route(route.escalate.route)
+                    at = confirmed + round(route.escalate.after * 1000)
+                    found.extend(self.for_route(target, _notice(
+                        self.profile, target, event, "escalated", f"{event.incident_id}#escalated-{route.id}",
+                        at_ms=at)))
+        return found
+
+
+def _notice(profile: Any, route: RouteConfig, event: IncidentEvent, kind: str, event_id: str,
+            at_ms: int | None = None) -> Notice:
+    check_id = event.check.split("/", 1)[-1]
+    at = format_timestamp_ms(at_ms) if at_ms is not None else event.at
+    due = None
+    if route.obligation is not None:
+        due = format_timestamp_ms(timestamp_ms(at) + round(route.obligation * 1000))
+    words = {"suspected": "suspected outage", "confirmed": "OUTAGE", "resolved": "resolved",
+             "flap": "brief failure (not an outage)", "repeat": "still DOWN", "escalated": "ESCALATED: still down",
+             "test": "test notice"}[kind]
+    failure = event.failure
+    title = f"[{profile.name}] {check_id}: {words}"
+    lines = [title, f"check: {event.check} from {event.vantage}",
+             f"incident: {event.incident_id} (began {event.incident_started_at})", f"event: {kind} at {at}"]
+    if failure is not None:
+        lines.append(f"failure: {failure.code} ({failure.attribution}): {failure.message}")
+    if due:
+        lines.append(f"to be notified by: {due} ({format_duration(route.obligation or 0)} obligation)")
+    checks = {c.full_id: c for c in profile.checks}
+    labels = dict(checks[event.check].labels) if event.check in checks else {}
+    return Notice(notice_id=f"{event_id}/{route.id}", event_id=event_id, kind=kind,  # type: ignore[arg-type]
+                  profile=profile.name, route=route.id, check=event.check, vantage=event.vantage,
+                  incident=event.incident_id, incident_started_at=event.incident_started_at, at=at,
+                  due_by=due, failure=failure, title=title, text="\n".join(lines), labels=labels)
+
+
+def test_notice(profile: Any, route: RouteConfig, now_ms: int) -> Notice:
+    """A notice for ``probe notify test``: marked as a test, about no incident."""
+    at = format_timestamp_ms(now_ms)
+    title = f"[{profile.name}] test notice through route {route.id}"
+    return Notice(notice_id=f"test-{now_ms}/{route.id}", event_id=f"test-{now_ms}", kind="test",
+                  profile=profile.name, route=route.id, check=f"{profile.name}/-", vantage="-",
+                  incident=None, incident_started_at=None, at=at, title=title,
+                  text=f"{title}\nsent by 'probe notify test' at {at}; no action needed.")
+
+
+# ---- delivery -------------------------------------------------------------------------------------
+
+BACKOFF_BASE_S = 5.0
+BACKOFF_CAP_S = 600.0
+
+
+def backoff_s(attempts: int, rng: random.Random, *, retry: bool = True) -> float:
+    """Seconds until the next attempt after *attempts* failed ones: 5 s doubling to 10 min,
+    ±20 % jitter so that many deliveries to one recovering endpoint do not arrive at once."""
+    base = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1))
+    if not retry:
+        base = BACKOFF_CAP_S
+    return base * rng.uniform(0.8, 1.2)
+
+
+class DeliveryWorker:
+    """Sends due outbox deliveries until cancelled. One per ``probe run``.
+
+    :param channels: channel id → (notifier instance, config).
+    :param now_ms: the wall clock (the run's injected clock, so tests can mock it).
+    """
+
+    def __init__(self, store: Any, profile: Any, channels: dict[str, tuple[Notifier[Any], ChannelConfig]],
+                 router: Router, now_ms: Callable[[], int], *, poll_s: float = 1.0, seed: int | None = None,
+                 warn: Callable[[str], None] | None = None):
+        self.store = store
+        self.profile = profile
+        self.channels = channels
+        self.router = router
+        self.now_ms = now_ms
+        self.poll_s = poll_s
+        self.rng = random.Random(seed)
+        self.warn = warn or (lambda message: None)
+        self.sent = 0
+        self._wake = trio.Event()
+
+    async def _store(self, call: Callable[..., Any], *args: Any) -> Any:
+        """Store calls block: run them in a worker thread, unless the store says it never
+        blocks (the in-memory test store: a thread would let trio's mock clock jump)."""
+        if getattr(self.store, "blocking", True):
+            return await trio.to_thread.run_sync(call, *args)
+        return call(*args)
+
+    def poke(self) -> None:
+        """Something new is in the outbox: look now."""
+        self._wake.set()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self.tick()
+            with trio.move_on_after(self.poll_s):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    async def tick(self) -> int:
+        """Enqueue due repeats/escalations, then send every due delivery once. Returns how many
+        were sent successfully."""
+        now = self.now_ms()
+        if any(r.repeat or r.escalate for r in self.router.routes):
+            opened = await self._store(self.store.open_incidents, self.profile.name)
+            timed = self.router.timed(opened, now)
+            if timed:
+                await self._store(self.store.enqueue, timed)
+        due = await self._store(self.store.due_deliveries, self.profile.name, now)
+        delivered = 0
+        async with trio.open_nursery() as nursery:
+            for delivery in due:
+                nursery.start_soon(self._deliver, delivery)
+        delivered = self.sent
+        return delivered
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        now = self.now_ms()
+        if delivery.expire_ms is not None and now >= delivery.expire_ms:
+            await self._store(self.store.record_attempt, delivery.id, now, False,
+                                          "expired: not delivered before expire_after", None, True)
+            self.warn(f"notice {delivery.notice.notice_id} to channel {delivery.channel} expired "
+                      f"after {delivery.attempts} attempt(s)")
+            return
+        channel = self.channels.get(delivery.channel)
+        error: str | None = None
+        retry = True
+        if channel is None:
+            error = f'no channel "{delivery.channel}" in the profile any more'
+            retry = False
+        else:
+            notifier, config = channel
+            route = next((r for r in self.router.routes if r.id == delivery.route), None)
+            ctx = DeliveryContext(float(route.timeout) if route else 30.0)
+            try:
+                with trio.fail_after(ctx.timeout):
+                    await notifier.send(config, delivery.notice, ctx)
+            except trio.TooSlowError:
+                error = f"timed out after {format_duration(ctx.timeout)}"
+            except DeliveryError as exc:
+                error, retry = ctx.scrub(str(exc)), exc.retry
+            except Exception as exc:  # a notifier bug must not stop the other deliveries
+                error = ctx.scrub(f"{type(exc).__name__}: {exc}")
+        finished = self.now_ms()
+        if error is None:
+            await self._store(self._delivered, delivery, finished)
+            self.sent += 1
+            return
+        next_ms = finished + round(backoff_s(delivery.attempts + 1, self.rng, retry=retry) * 1000)
+        await self._store(self.store.record_attempt, delivery.id, finished, False, error,
+                                      next_ms, False)
+        self.warn(f"notice {delivery.notice.notice_id} to channel {delivery.channel}: {error}; "
+                  f"attempt {delivery.attempts + 1}, next in {format_duration(round((next_ms - finished) / 1000))}")
+
+    def _delivered(self, delivery: Delivery, at_ms: int) -> None:
+        self.store.record_attempt(delivery.id, at_ms, True, None, None, False)
+        notice = delivery.notice
+        if notice.kind == "confirmed" and notice.incident:
+            # The evidence of 002-T: the first delivery of the confirmation per route.
+            known = {(a.incident, a.route) for a in self.store.annotations(self.profile.name, "notice")}
+            if (notice.incident, notice.route) not in known:
+                self.store.annotate(Annotation(
+                    kind="notice", profile=self.profile.name, check=notice.check, incident=notice.incident,
+                    route=notice.route, start=format_timestamp_ms(at_ms),
+                    note=f"delivered through {delivery.channel} after {delivery.attempts + 1} attempt(s)",
+                    author="probe run", created_at=format_timestamp_ms(at_ms)))
+
+
+def now_ms_of(clock: Any) -> Callable[[], int]:
+    return lambda: timestamp_ms(format_timestamp(clock.now()))
