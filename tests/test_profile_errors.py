@@ -114,7 +114,7 @@ CASES = [
         interval = "1m"
         ''',
          "profile.toml: unknown table [default]; expected one of profile, defaults, check, "
-         "objective, maintenance, notify"),
+         "objective, maintenance, channel, notify"),
     case("missing-profile", '''
         [[check]]
         id = "ssh"
