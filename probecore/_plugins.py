@@ -32,7 +32,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "probecore_plugins.ping",
     "probecore_plugins.push",
     "probecore_plugins.objectives",
-    "probecore_plugins.notifiers.console",
+    "probecore_plugins.notifiers",
 )
 """Module names of the built-in plugins, registered in this order before any third party."""
 

@@ -153,7 +153,7 @@ only_escalation = true
 
 async def test_an_old_undeliverable_notice_expires_and_stays_listed(tmp_path, autojump_clock):
     text = profile_text(down_until_s=10**6).replace('obligation = "15m"', 'obligation = "15m"\nexpire_after = "30m"')
-    _, _, store = await run(tmp_path, text, minutes=50)
+    _, _, store = await run(tmp_path, text, minutes=80)
     (expired,) = [d for d in store.deliveries("colo") if d.notice.kind == "confirmed"]
     assert expired.status == "expired" and expired.delivered_ms is None
     assert "503" in (store.attempts(expired.id)[-1][2] or "")

@@ -1,1 +1,16 @@
-"""Built-in notification channels: console, webhook, email, apprise."""
+"""Built-in notification channels: ``console``, ``webhook``, ``email``, ``apprise``.
+
+One plugin for all of them; each channel is a module of this package.
+"""
+
+from __future__ import annotations
+
+from probecore import hookimpl
+
+from .console import ConsoleNotifier
+
+
+@hookimpl
+def probecore_add_notifiers(registry):  # type: ignore[no-untyped-def]
+    for notifier in (ConsoleNotifier,):
+        registry.add(notifier)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trio
 
-from probecore import ChannelConfig, DeliveryContext, DeliveryError, Notice, Notifier, hookimpl
+from probecore import ChannelConfig, DeliveryContext, DeliveryError, Notice, Notifier
 
 
 class ConsoleConfig(ChannelConfig, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -37,8 +37,3 @@ class ConsoleNotifier(Notifier[ConsoleConfig]):
 def _append(path: Path, line: str) -> None:
     with open(path, "a", encoding="utf-8") as out:
         out.write(line)
-
-
-@hookimpl
-def probecore_add_notifiers(registry):  # type: ignore[no-untyped-def]
-    registry.add(ConsoleNotifier)
