@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from probecore import hookimpl
 
+from .apprise import AppriseNotifier
 from .console import ConsoleNotifier
+from .email import EmailNotifier
+from .webhook import WebhookNotifier
 
 
 @hookimpl
 def probecore_add_notifiers(registry):  # type: ignore[no-untyped-def]
-    for notifier in (ConsoleNotifier,):
+    for notifier in (ConsoleNotifier, WebhookNotifier, EmailNotifier, AppriseNotifier):
         registry.add(notifier)
