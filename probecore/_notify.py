@@ -34,8 +34,12 @@ from ._record import Failure, Timestamp, format_timestamp, timestamp_ms
 from ._timeline import format_timestamp_ms
 
 NOTICE_SCHEMA_ID = "probecore.notice/1"
-NoticeKind = Literal["suspected", "confirmed", "resolved", "flap", "repeat", "escalated", "test"]
+NoticeKind = Literal["suspected", "confirmed", "resolved", "flap", "repeat", "escalated", "test",
+                     "objective_at_risk", "objective_breached"]
 EVENT_KINDS: tuple[str, ...] = ("suspected", "confirmed", "resolved", "flap")
+OBJECTIVE_EVENTS: tuple[str, ...] = ("objective_at_risk", "objective_breached")
+EVALUATE_EVERY_S = 300.0
+"""How often ``probe run`` judges the month so far for objective notices."""
 
 
 class ChannelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -152,8 +156,12 @@ class RouteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
 
     id: str
     channels: list[str]
-    events: list[Literal["suspected", "confirmed", "resolved", "flap"]] = msgspec.field(
-        default_factory=lambda: ["confirmed", "resolved"])
+    events: list[Literal["suspected", "confirmed", "resolved", "flap", "objective_at_risk",
+                         "objective_breached"]] = msgspec.field(default_factory=lambda: ["confirmed", "resolved"])
+    """Incident events, and objective events: ``objective_at_risk`` (the month's budget is
+    ``at_risk`` used), ``objective_breached`` (the objective is already missed this month)."""
+    at_risk: float = 0.8
+    """Share of an objective's budget used that makes it at risk."""
     check: str | None = None
     checks: list[str] = []
     labels: dict[str, str] = {}
@@ -202,6 +210,28 @@ class Router:
                          notice=notice, created_ms=created, next_ms=created,
                          expire_ms=created + round(route.expire_after * 1000))
                 for channel in route.channels]
+
+    def objective_deliveries(self, report: Any) -> list[Delivery]:
+        """Notices for objectives at risk or breached in *report* (the month so far). Event ids
+        name the objective, the period and the kind: one notice each per month and route."""
+        found: list[Delivery] = []
+        for objective in report.objectives:
+            for route in self.routes:
+                kind = None
+                if objective.met is False and "objective_breached" in route.events:
+                    kind = "objective_breached"
+                elif (objective.met is not False and objective.budget_used is not None
+                      and objective.budget_used >= route.at_risk and "objective_at_risk" in route.events):
+                    kind = "objective_at_risk"
+                if kind is None or route.only_escalation:
+                    continue
+                checks = [self._checks.get(c if "/" in c else f"{self.profile.name}/{c}") for c in objective.checks]
+                if not any(c is not None and route.selects(c) for c in checks):
+                    continue
+                event_id = f"{self.profile.name}/objective/{objective.id}@{report.period.label}#{kind}"
+                found.extend(self.for_route(route, _objective_notice(self.profile, route, report, objective,
+                                                                      kind, event_id)))
+        return found
 
     def route(self, route_id: str) -> RouteConfig:
         return next(r for r in self.routes if r.id == route_id)
@@ -259,6 +289,23 @@ def _notice(profile: Any, route: RouteConfig, event: IncidentEvent, kind: str, e
                   due_by=due, failure=failure, title=title, text="\n".join(lines), labels=labels)
 
 
+def _objective_notice(profile: Any, route: RouteConfig, report: Any, objective: Any, kind: str,
+                      event_id: str) -> Notice:
+    words = "BREACHED" if kind == "objective_breached" else "at risk"
+    used = "" if objective.budget_used is None else f", {objective.budget_used:.0%} of its budget used"
+    title = f"[{profile.name}] objective {objective.id} {words} in {report.period.label}{used}"
+    lines = [title, f"clause: {objective.clause or '-'} ({objective.kind})",
+             f"measured: {objective.measured} {objective.unit}, target: {objective.op} {objective.target}",
+             f"judged until {report.period.evaluated_until}"]
+    if objective.remedy is not None:
+        lines.append(f"remedy owed if it stays so: {objective.remedy.kind} {objective.remedy.detail}")
+    check = objective.checks[0] if objective.checks else "-"
+    return Notice(notice_id=f"{event_id}/{route.id}", event_id=event_id, kind=kind,  # type: ignore[arg-type]
+                  profile=profile.name, route=route.id, check=f"{profile.name}/{check}", vantage="-",
+                  incident=None, incident_started_at=None, at=report.generated_at, title=title,
+                  text="\n".join(lines))
+
+
 def test_notice(profile: Any, route: RouteConfig, now_ms: int) -> Notice:
     """A notice for ``probe notify test``: marked as a test, about no incident."""
     at = format_timestamp_ms(now_ms)
@@ -293,7 +340,8 @@ class DeliveryWorker:
 
     def __init__(self, store: Any, profile: Any, channels: dict[str, tuple[Notifier[Any], ChannelConfig]],
                  router: Router, now_ms: Callable[[], int], *, poll_s: float = 1.0, seed: int | None = None,
-                 warn: Callable[[str], None] | None = None):
+                 warn: Callable[[str], None] | None = None, evaluators: Any = None,
+                 evaluate_every_s: float = EVALUATE_EVERY_S):
         self.store = store
         self.profile = profile
         self.channels = channels
@@ -304,6 +352,11 @@ class DeliveryWorker:
         self.warn = warn or (lambda message: None)
         self.sent = 0
         self._wake = trio.Event()
+        self.evaluators = evaluators
+        self.evaluate_every_ms = round(evaluate_every_s * 1000)
+        self._next_evaluation_ms = 0
+        self._watch_objectives = evaluators is not None and any(
+            set(r.events) & set(OBJECTIVE_EVENTS) for r in router.routes)
 
     async def _store(self, call: Callable[..., Any], *args: Any) -> Any:
         """Store calls block: run them in a worker thread, unless the store says it never
@@ -333,6 +386,12 @@ class DeliveryWorker:
             timed = self.router.timed(opened, now)
             if timed:
                 await self._store(self.store.enqueue, timed)
+        if self._watch_objectives and now >= self._next_evaluation_ms:
+            self._next_evaluation_ms = now + self.evaluate_every_ms
+            report = await self._store(self._judge_month, now)
+            queued = self.router.objective_deliveries(report)
+            if queued:
+                await self._store(self.store.enqueue, queued)
         due = await self._store(self.store.due_deliveries, self.profile.name, now)
         delivered = 0
         async with trio.open_nursery() as nursery:
@@ -378,6 +437,15 @@ class DeliveryWorker:
                                       next_ms, False)
         self.warn(f"notice {delivery.notice.notice_id} to channel {delivery.channel}: {error}; "
                   f"attempt {delivery.attempts + 1}, next in {format_duration(round((next_ms - finished) / 1000))}")
+
+    def _judge_month(self, now_ms: int) -> Any:
+        from datetime import datetime, timezone
+
+        from ._evaluation import Period, evaluate_profile
+        now = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc)
+        local = now.astimezone(self.profile.timezone)
+        period = Period.month(local.year, local.month, self.profile.timezone)
+        return evaluate_profile(self.profile, self.store, self.evaluators, period, now=now)
 
     def _delivered(self, delivery: Delivery, at_ms: int) -> None:
         self.store.record_attempt(delivery.id, at_ms, True, None, None, False)

@@ -89,7 +89,7 @@ async def run_profile(profile: Profile, host: PluginHost, store: Store, options:
         router = Router(profile)
         channels = {c.id: (host.notifiers.get(c.kind)(), c) for c in profile.channels}
         worker = DeliveryWorker(store, profile, channels, router, now_ms_of(options.clock),
-                                warn=_warn_stderr)
+                                warn=_warn_stderr, evaluators=host.evaluators)
 
         def poke(records: Sequence[SLIRecord], events: Sequence[IncidentEvent]) -> None:
             if events:

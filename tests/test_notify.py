@@ -191,3 +191,24 @@ port = 1
     assert main(["check", str(path)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+async def test_objective_at_risk_then_breached_each_notified_once(tmp_path, autojump_clock):
+    text = profile_text().replace("fail_first = 4 ", "fail_first = 6 ").replace(
+        'events = ["confirmed", "resolved"]', 'events = ["objective_at_risk", "objective_breached"]') + """
+[[objective]]
+id = "minutes"
+kind = "downtime"
+check = "port"
+op = "<"
+limit = "30m"
+"""
+    # Down from 4:42 to 34:42 (six failures 5 min apart, then ok): 30 minutes, not less than 30.
+    _, _, store = await run(tmp_path, text, minutes=60)
+    kinds = [(d.notice.kind, d.event_id.split("/objective/")[1]) for d in store.deliveries("colo")]
+    # This route sends no incident notices, so 002-T is breached as soon as its 15 minutes pass.
+    assert kinds == [("objective_breached", "002-T@2026-09#objective_breached"),
+                     ("objective_at_risk", "minutes@2026-09#objective_at_risk"),
+                     ("objective_breached", "minutes@2026-09#objective_breached")]
+    breached = store.deliveries("colo")[2]
+    assert breached.status == "delivered" and "BREACHED" in breached.notice.title
