@@ -359,11 +359,8 @@ class DeliveryWorker:
             set(r.events) & set(OBJECTIVE_EVENTS) for r in router.routes)
 
     async def _store(self, call: Callable[..., Any], *args: Any) -> Any:
-        """Store calls block: run them in a worker thread, unless the store says it never
-        blocks (the in-memory test store: a thread would let trio's mock clock jump)."""
-        if getattr(self.store, "blocking", True):
-            return await trio.to_thread.run_sync(call, *args)
-        return call(*args)
+        from ._store import call_store
+        return await call_store(self.store, call, *args)
 
     def poke(self) -> None:
         """Something new is in the outbox: look now."""

@@ -20,7 +20,7 @@ import trio
 from ._groups import parent_check
 from ._incidents import IncidentEvent, IncidentTracker
 from ._record import SLIRecord, encode_record
-from ._store import Store, data_dir
+from ._store import Store, call_store, data_dir
 
 StoredCallback = Callable[[Sequence[SLIRecord], Sequence[IncidentEvent]], None]
 ObservedCallback = Callable[[SLIRecord, Sequence[IncidentEvent]], None]
@@ -73,8 +73,11 @@ class Pipeline:
         def load() -> dict[str, list[SLIRecord]]:
             return {check: self.store.tail(check, vantage) for check in self._confirm}
 
-        for check, records in (await trio.to_thread.run_sync(load)).items():
+        for check, records in (await self._call(load)).items():
             self.tracker(check, vantage).restore(records)
+
+    async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await call_store(self.store, function, *args)
 
     def submit(self, record: SLIRecord) -> None:
         """Take one record from the scheduler. Never blocks."""
@@ -110,9 +113,9 @@ class Pipeline:
             try:
                 if self._route is not None and events:
                     deliveries = self._route(events)
-                    await trio.to_thread.run_sync(self.store.write, records, events, deliveries)
+                    await self._call(self.store.write, records, events, deliveries)
                 else:
-                    await trio.to_thread.run_sync(self.store.write, records, events)
+                    await self._call(self.store.write, records, events)
             except Exception as exc:  # keep the batch and retry: nothing is dropped
                 self._records[:0] = records
                 self._events[:0] = events

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+import trio
 
 from ._annotations import Annotation
 from ._errors import UsageError
@@ -109,6 +111,15 @@ class Store(Protocol):
 
 StoreFactory = Callable[[str], Store]
 """What a store plugin registers: ``factory(url) -> Store``, creating and migrating as needed."""
+
+
+async def call_store(store: Any, function: Callable[..., Any], *args: Any) -> Any:
+    """Call a store method from trio: in a worker thread (store calls block), unless the store
+    says it never blocks (``blocking = False``: the in-memory test store, where a thread would
+    let trio's mock clock jump while it runs)."""
+    if getattr(store, "blocking", True):
+        return await trio.to_thread.run_sync(function, *args)
+    return function(*args)
 
 
 def data_dir() -> Path:
