@@ -103,7 +103,8 @@ def _rows(report: Report) -> list[list[str]]:
 
 
 HEADERS = ["objective", "clause", "kind", "measured", "op", "target", "verdict", "budget", "coverage", "remedy"]
-OUTAGE_HEADERS = ["objective", "check", "start", "end", "duration", "down", "attribution", "excluded", "report by"]
+OUTAGE_HEADERS = ["objective", "check", "start", "end", "duration", "down", "attribution", "excluded", "report by",
+                  "notice after"]
 
 
 def _outage_rows(report: Report) -> list[list[str]]:
@@ -112,7 +113,8 @@ def _outage_rows(report: Report) -> list[list[str]]:
         for out in o.outages:
             rows.append([o.id, out.check.split("/", 1)[-1], out.start, out.end, format_duration(round(out.duration_s, 3)),
                          format_duration(round(out.down_s, 3)), f"{out.attribution} ({out.code})",
-                         out.excluded or "–", out.report_by or "–"])
+                         out.excluded or "–", out.report_by or "–",
+                         "–" if out.notice_delay_s is None else format_duration(round(out.notice_delay_s, 3))])
     return rows
 
 

@@ -398,6 +398,7 @@ def test_two_missed_notices_on_one_day_owe_one_days_fee(judge):
     assert [e["notice_delay_s"] for e in o["evidence"]] == [None, 960.0, 900.0, 180.0]
     assert o["met"] is False and o["measured"] == 960.0
     assert o["remedy"]["amount"] == pytest.approx(3100 / 30, abs=0.01) and "2026-09-04" in o["remedy"]["detail"]
+    assert [x["notice_delay_s"] for x in o["outages"]] == [None, 960.0, 900.0, 180.0]
 
 
 PUSHED = """
