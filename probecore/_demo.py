@@ -30,13 +30,16 @@ import sys
 from collections import Counter
 from functools import partial
 from importlib import resources
+from datetime import datetime, timezone
 from pathlib import Path
 
 import trio
 
 from ._errors import UsageError
+from ._evaluation import Period, evaluate_profile
 from ._plugins import PluginHost
 from ._profile import load_profile
+from ._report import render_table
 from ._runner import RunOptions, default_vantage, run_profile
 from ._store import data_dir, open_store
 
@@ -369,7 +372,7 @@ def run_demo(host: PluginHost, *, duration: float, store_url: str | None, json_m
 
     if duration < 10:
         raise UsageError("demo: --for must be at least 10s (the demo needs time for an outage)")
-    profile = load_profile(demo_profile_path(), host.probes)
+    profile = load_profile(demo_profile_path(), host.probes, host.evaluators, host.notifiers)
     ports = {"greeting": 18301, "flaky": 18302, "slow": 18303, "site": 18380, "site-dns": 18353, "ftp": 18321,
              "power": 18349, "smtp": 18325, "pop3": 18326}
     # The demo's FTP password: made up for this run, read by the ftp check through its secret
@@ -410,6 +413,11 @@ def run_demo(host: PluginHost, *, duration: float, store_url: str | None, json_m
             with Live(table, console=console, refresh_per_second=4):
                 result = trio.run(main)
         records = list(store.records(prefix=profile.name + "/"))
+        deliveries = store.deliveries(profile.name)
+        now = datetime.now(timezone.utc)
+        local = now.astimezone(profile.timezone)
+        report = evaluate_profile(profile, store, host.evaluators,
+                                  Period.month(local.year, local.month, profile.timezone), now=now)
     finally:
         store.close()
 
@@ -431,6 +439,12 @@ def run_demo(host: PluginHost, *, duration: float, store_url: str | None, json_m
     for event in result.events:
         console.print(f"  {event.at}  {event.kind:<9} {event.check}"
                       + (f"  ({event.failure.code}: {event.failure.message})" if event.failure else ""))
+    for delivery in deliveries:
+        console.print(f"  notice {delivery.notice.kind:<9} {delivery.notice.check} via {delivery.channel}: "
+                      f"{delivery.status}" + (f" after {(delivery.delivered_ms - delivery.created_ms) / 1000:.1f}s"
+                                              if delivery.delivered_ms else ""))
+    if not json_mode:
+        render_table(report)
     confirmed = [e for e in result.events if e.kind == "confirmed"]
     console.print(f"{len(records)} records stored in {store.url}; {len(confirmed)} incident(s) confirmed. "
                   f"See them with: probe records {demo_profile_path()} --store {store.url}")

@@ -81,8 +81,20 @@ def budget_text(o: ObjectiveReport) -> str:
         return "–"
     left = ""
     if o.budget_left is not None and o.unit in ("ratio", "s"):
-        left = f", {format_duration(round(max(o.budget_left, 0), 3)) if o.budget_left > 0 else '0s'} left"
+        left = f", {human_duration(max(o.budget_left, 0))} left"
     return f"{o.budget_used:.0%} used{left}"
+
+
+def human_duration(seconds: float) -> str:
+    """``2637.4`` → ``"43m57s"``: whole units, for people reading a report."""
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    whole = round(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    return "".join(f"{n}{u}" for n, u in parts if n) or "0s"
 
 
 def remedy_text(o: ObjectiveReport) -> str:

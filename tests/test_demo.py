@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -42,6 +43,15 @@ def test_demo_shows_an_outage_a_flap_and_a_binding_excluded(tmp_path):
     assert set(failures("site")) == {("http_status", "customer")}
     assert all("probecore.binding" in r["details"] for r in by_check["site"] if r["failure"])
     assert "1 incident(s) confirmed" in result.stderr
+    # The on-call route's console channel told of the outage, and the notice is the evidence of
+    # the demo's 002-T objective.
+    assert re.search(r"notice confirmed demo/flaky via terminal: delivered after \d", result.stderr)
+    assert re.search(r"#confirmed/on-call \[demo\] flaky: OUTAGE", result.stderr)
+    report = subprocess.run([sys.executable, "-m", "probecore", "report", "--format", "json", "--store",
+                             str(tmp_path / "demo.sqlite3"), _demo_profile()],
+                            capture_output=True, text=True, env=env, timeout=60)
+    verdicts = {o["id"]: o["met"] for o in json.loads(report.stdout)["objectives"]}
+    assert verdicts == {"demo-W": True, "demo-flaky-minutes": True, "demo-notice": True}
     assert "demo-Secret-4711" not in result.stdout + result.stderr
     assert "demo-Mail-0815" not in result.stdout + result.stderr
 
