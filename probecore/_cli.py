@@ -361,7 +361,9 @@ def cmd_records(args: argparse.Namespace, host: PluginHost) -> int:
     return 0
 
 
-def _moment(text: str | None, profile: Profile, option: str) -> str | None:
+def _moment(text: str | None, profile: Profile, option: str, command: str = "records") -> str | None:
+    """*text* (an RFC 3339 time, a date or naive time in the profile's zone, or an age) as a
+    record timestamp; a bad one is a usage error naming ``probe <command> <option>``."""
     if text is None:
         return None
     try:
@@ -371,7 +373,7 @@ def _moment(text: str | None, profile: Profile, option: str) -> str | None:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise UsageError(f"{PROG} records: {option}: expected a date-time like 2026-11-01T00:00:00+08:00, "
+        raise UsageError(f"{PROG} {command}: {option}: expected a date-time like 2026-11-01T00:00:00+08:00, "
                          f"a date like 2026-11-01, or an age like 2h; got {text!r}") from None
     if len(text) == 10:  # a date: its midnight
         moment = datetime.combine(moment.date(), time())

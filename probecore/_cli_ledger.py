@@ -164,16 +164,10 @@ def _now() -> str:
 
 
 def _when(text: str | None, profile: Profile, option: str, command: str) -> str | None:
-    """*text* (``--at`` …) as a UTC timestamp, with errors naming *command*, not ``records``."""
+    """*text* (``--at`` …) as a UTC timestamp, with errors naming *command*."""
     from ._cli import _moment
 
-    try:
-        return _moment(text, profile, option)
-    except UsageError as exc:
-        message = str(exc)
-        if message.startswith(f"{PROG} records: "):
-            message = f"{PROG} {command}: " + message[len(f"{PROG} records: "):]
-        raise UsageError(message) from None
+    return _moment(text, profile, option, command)
 
 
 def _not_in_future(moment: str, option: str, command: str) -> None:
