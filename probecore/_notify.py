@@ -375,8 +375,8 @@ class DeliveryWorker:
             self._wake = trio.Event()
 
     async def tick(self) -> int:
-        """Enqueue due repeats/escalations, then send every due delivery once. Returns how many
-        were sent successfully."""
+        """Enqueue due repeats/escalations (and objective notices), then attempt every due
+        delivery once, in order per (check, channel). Returns how many were delivered."""
         now = self.now_ms()
         if any(r.repeat or r.escalate for r in self.router.routes):
             opened = await self._store(self.store.open_incidents, self.profile.name)
@@ -390,21 +390,41 @@ class DeliveryWorker:
             if queued:
                 await self._store(self.store.enqueue, queued)
         due = await self._store(self.store.due_deliveries, self.profile.name, now)
-        delivered = 0
+        if not due:
+            return 0
+        # In order per (check, channel): a check's resolved notice never overtakes its
+        # confirmed one. A group waits while an older delivery of it is pending but not due
+        # (backing off); within a tick a group is sent one by one and stops at a failure.
+        pending = await self._store(self.store.deliveries, self.profile.name, "pending")
+        oldest: dict[tuple[str, str], tuple[int, int]] = {}
+        for d in pending:
+            key = (d.notice.check, d.channel)
+            oldest[key] = min(oldest.get(key, (d.created_ms, d.id or 0)), (d.created_ms, d.id or 0))
+        groups: dict[tuple[str, str], list[Delivery]] = {}
+        for d in sorted(due, key=lambda d: (d.created_ms, d.id or 0)):
+            groups.setdefault((d.notice.check, d.channel), []).append(d)
+        before = self.sent
         async with trio.open_nursery() as nursery:
-            for delivery in due:
-                nursery.start_soon(self._deliver, delivery)
-        delivered = self.sent
-        return delivered
+            for key, group in groups.items():
+                if oldest.get(key, (group[0].created_ms, group[0].id or 0)) < (group[0].created_ms, group[0].id or 0):
+                    continue
+                nursery.start_soon(self._deliver_in_order, group)
+        return self.sent - before
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    async def _deliver_in_order(self, group: list[Delivery]) -> None:
+        for delivery in group:
+            if not await self._deliver(delivery):
+                return
+
+    async def _deliver(self, delivery: Delivery) -> bool:
+        """One attempt; whether the delivery is finished (delivered or expired)."""
         now = self.now_ms()
         if delivery.expire_ms is not None and now >= delivery.expire_ms:
             await self._store(self.store.record_attempt, delivery.id, now, False,
                                           "expired: not delivered before expire_after", None, True)
             self.warn(f"notice {delivery.notice.notice_id} to channel {delivery.channel} expired "
                       f"after {delivery.attempts} attempt(s)")
-            return
+            return True
         channel = self.channels.get(delivery.channel)
         error: str | None = None
         retry = True
@@ -428,12 +448,13 @@ class DeliveryWorker:
         if error is None:
             await self._store(self._delivered, delivery, finished)
             self.sent += 1
-            return
+            return True
         next_ms = finished + round(backoff_s(delivery.attempts + 1, self.rng, retry=retry) * 1000)
         await self._store(self.store.record_attempt, delivery.id, finished, False, error,
                                       next_ms, False)
         self.warn(f"notice {delivery.notice.notice_id} to channel {delivery.channel}: {error}; "
                   f"attempt {delivery.attempts + 1}, next in {format_duration(round((next_ms - finished) / 1000))}")
+        return False
 
     def _judge_month(self, now_ms: int) -> Any:
         from datetime import datetime, timezone
