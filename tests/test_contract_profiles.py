@@ -202,3 +202,13 @@ def test_placeholders_only(contract):
     for host in re.findall(r"[\w.-]+\.(?:cn|net|com|org)\b", settings):
         assert host.split(".")[-2] == "example", host
     assert "password = \"" not in text and "community = \"" not in text
+
+
+def test_002_notifies_the_designated_contact_within_15_minutes():
+    host = make_host()
+    profile = load_profile(PROFILES["002"], host.probes, host.evaluators, host.notifiers)
+    (route,) = profile.route_configs
+    assert route.obligation == 15 * 60 and "confirmed" in route.events
+    assert {c.kind for c in profile.channels if c.id in route.channels} == {"email", "webhook"}
+    monitored = {o.check for o in profile.objective_configs if o.kind == "notify_delay"}
+    assert monitored <= set(route.checks)

@@ -42,7 +42,15 @@ from typing import Annotated, Any, Literal
 import msgspec
 import trio
 
-from probecore import ChannelConfig, DeliveryContext, DeliveryError, Notice, Notifier, Secret
+from probecore import (
+    ChannelConfig,
+    DeliveryContext,
+    DeliveryError,
+    Notice,
+    Notifier,
+    Secret,
+    SecretError,
+)
 
 from ..mail import _SMTP, _reason, _smtp_text, _Sockets, _Worker
 
@@ -173,7 +181,7 @@ class EmailNotifier(Notifier[EmailConfig]):
         if config.password is not None:
             try:
                 password = ctx.reveal(config.password)
-            except Exception as exc:  # SecretError: its message names the reference, not a value
+            except SecretError as exc:  # its message names the reference, never a value
                 raise DeliveryError(f"{where}: {_one_line(str(exc))}", retry=False) from None
         context = _tls_context(config.verify, config.ca_file) if config.security != "none" else None
         message = build_message(config, notice).as_bytes()
@@ -203,7 +211,8 @@ def _submit(config: EmailConfig, password: str | None, message: bytes, sockets: 
                 raise DeliveryError(f"{where}: STARTTLS not offered (security = \"starttls\")",
                                     retry=False)
             client.starttls(context=context)
-            sockets.register(client.sock)
+            if client.sock is not None:
+                sockets.register(client.sock)  # the TLS wrapper: abort must reach it too
             client.ehlo()
         if password is not None:
             login = config.username or config.envelope_sender
