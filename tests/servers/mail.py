@@ -17,7 +17,7 @@ high port on 127.0.0.1):
 
 Recipient rules in postfix (a static ``texthash`` table): mail for ``held*@probe.test`` is put on
 hold (``release_held()`` releases and flushes it: "deferred N seconds"), mail for
-``blocked@probe.test`` is rejected at RCPT with 550. Outbound mail is shut off (error transports,
+``blocked@probe.test`` is rejected at RCPT (postfix answers 554 5.1.1). Outbound mail is shut off (error transports,
 relay restriction). Controls: ``postfix_stopped()`` / ``dovecot_stopped()`` context managers stop
 a daemon and start it again (bounded waits). ``logs()`` gives both daemons' logs for failure
 messages. The certificate (for 127.0.0.1 and localhost) is issued by a test CA (``ca_file``).
