@@ -54,6 +54,10 @@ def probecore_add_probes(registry: Registry[type[ProbeKind]]) -> None:
 def probecore_add_evaluators(registry: Registry[type]) -> None:
     """Add objective kinds (``availability``, ``downtime``, ``latency`` …) keyed by name.
 
+    An objective kind is a :class:`probecore.Evaluator` subclass: a ``Config`` (subclass of
+    :class:`probecore.ObjectiveConfig`, the ``[[objective]]`` table, checked when the profile
+    loads) and ``evaluate(config, ctx) -> Verdict`` over the report's period.
+
     :param registry: the evaluator registry of this run; ``registry.add(MyEvaluator)`` uses the
         class's ``kind`` attribute as the name.
     """
@@ -61,7 +65,12 @@ def probecore_add_evaluators(registry: Registry[type]) -> None:
 
 @hookspec
 def probecore_add_notifiers(registry: Registry[type]) -> None:
-    """Add notification channels (``console``, ``webhook``, ``email`` …) keyed by name.
+    """Add notification channels (``console``, ``webhook``, ``email``, ``apprise`` …) keyed by name.
+
+    A channel is a :class:`probecore.Notifier` subclass: a ``Config`` (subclass of
+    :class:`probecore.ChannelConfig`, the ``[[channel]]`` table) and ``async send(config,
+    notice, ctx)``, which returns once the notice is accepted or raises
+    :class:`probecore.DeliveryError`. The core's outbox retries, records and deduplicates.
 
     :param registry: the notifier registry of this run; ``registry.add(MyNotifier)`` uses the
         class's ``kind`` attribute as the name.

@@ -40,6 +40,12 @@ def test_the_guide_objective_kind_counts_outages(doc_module, tmp_path):
     assert [o.start for o in two.outages] == ["2026-08-31T16:01:00.000Z", "2026-08-31T16:04:00.000Z"]
 
 
+async def test_the_guide_channel_receives_the_outage_notice(doc_module, tmp_path, autojump_clock):
+    deliveries, received = await doc_module.an_outage_notified(tmp_path)
+    assert [(d.notice.kind, d.status) for d in deliveries] == [("confirmed", "delivered")]
+    assert [n.title for n in received] == ["[docs] down: OUTAGE"]
+
+
 def test_every_hook_in_the_hookspec_is_in_the_guide():
     from probecore import hookspec
 
