@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from ._groups import parent_check
+from ._groups import is_member, parent_check
 from ._incidents import IncidentEvent, IncidentTracker
 from ._record import SLIRecord, encode_record
 from ._store import Store, call_store, data_dir
@@ -69,9 +69,20 @@ class Pipeline:
         return tracker
 
     async def restore(self, vantage: str) -> None:
-        """Resume every check's incident state from the store (records since its last ok)."""
+        """Resume every check's incident state from the store (records since its last ok), and
+        every member stream's with an incident still open."""
         def load() -> dict[str, list[SLIRecord]]:
-            return {check: self.store.tail(check, vantage) for check in self._confirm}
+            tails = {check: self.store.tail(check, vantage) for check in self._confirm}
+            # Members (``acme/mail:alice``) whose last event left an incident open resume too.
+            last: dict[str, str] = {}
+            for prefix in sorted({check.split("/", 1)[0] + "/" for check in self._confirm}):
+                for event in self.store.events(prefix=prefix):
+                    if is_member(event.check) and event.vantage == vantage:
+                        last[event.check] = event.kind
+            for member, kind in last.items():
+                if kind in ("suspected", "confirmed"):
+                    tails[member] = self.store.tail(member, vantage)
+            return tails
 
         for check, records in (await self._call(load)).items():
             self.tracker(check, vantage).restore(records)

@@ -93,3 +93,18 @@ async def test_duplicate_member_names_are_an_error_record(tmp_path, autojump_clo
         once=True, clock=TrioWallClock(DEFAULT_START), vantage="t", handle_signals=False))
     (record,) = store.records()
     assert record.outcome == "error" and "names must be unique" in record.failure.message
+
+
+async def test_a_members_open_incident_resumes_after_a_restart(tmp_path, autojump_clock):
+    text = ('[profile]\nname = "p"\n[defaults]\ninterval = "1m"\nconfirm = 3\n[[check]]\nid = "c"\n'
+            'probe = "scripted"\nmembers = ["a", "b"]\nfailing_members = ["b"]\ngroup = "any"\n')
+    host = make_host(ScriptedPlugin())
+    profile = load_profile(write_profile(tmp_path, text), host.probes)
+    store = MemoryStore()
+    # Two runs of two minutes each: member b fails in every round, 2 failures per run. Without
+    # its state restored, the second run would start counting again and never reach confirm = 3.
+    for start in (DEFAULT_START, DEFAULT_START.replace(minute=2)):
+        options = RunOptions(clock=TrioWallClock(start), duration=120, vantage="v", handle_signals=False)
+        await run_profile(profile, host, store, options)
+    kinds = [e.kind for e in store.events() if e.check == "p/c:b"]
+    assert kinds == ["suspected", "confirmed"]
