@@ -93,7 +93,6 @@ from __future__ import annotations
 import email.utils
 import imaplib
 import io
-import os
 import poplib
 import re
 import secrets
@@ -101,10 +100,9 @@ import select
 import smtplib
 import socket
 import ssl
-import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -129,11 +127,18 @@ from probecore import (
     hookimpl,
 )
 
+# Blocking clients in worker threads that trio can abort: shared with the email channel.
+from ._blocking import CLOSE_GRACE
+from ._blocking import SMTPClient as _SMTP
+from ._blocking import Sockets as _Sockets
+from ._blocking import Worker as _Worker
+from ._blocking import reason as _reason
+from ._blocking import smtp_text as _smtp_text
+
 T = TypeVar("T")
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 TOKEN_HEADER = "X-Probecore-Token"
-CLOSE_GRACE = 2.0
 FIRST_POLL = 0.05
 POLL_GROWTH = 1.5
 HELO = "probecore.invalid"
@@ -258,128 +263,6 @@ class Failed(Exception):
                  outcome: str = "fail"):
         super().__init__(message)
         self.code, self.message, self.attribution, self.outcome = code, message, attribution, outcome
-
-
-# ---- sockets that the trio side can abort ------------------------------------------------------
-
-class _Sockets:
-    """Every socket the blocking clients of one pair open, so that trio can abort them."""
-
-    def __init__(self, io_timeout: float):
-        self.io_timeout = io_timeout
-        self._lock = threading.Lock()
-        self._open: list[socket.socket] = []
-        self.aborted = False
-
-    def register(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._open.append(sock)
-            aborted = self.aborted
-        if aborted:
-            _shutdown(sock)
-
-    def connect(self, host: str, port: int, context: ssl.SSLContext | None) -> socket.socket:
-        """Like ``socket.create_connection`` (+ TLS), but every socket is registered first."""
-        error: OSError | None = None
-        for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-            sock = socket.socket(family, kind, proto)
-            self.register(sock)
-            sock.settimeout(self.io_timeout)
-            try:
-                sock.connect(address)
-            except OSError as exc:
-                error = exc
-                sock.close()
-                continue
-            if context is not None:
-                sock = context.wrap_socket(sock, server_hostname=host)
-                self.register(sock)
-            return sock
-        raise error or OSError(f"cannot resolve {host}")
-
-    def abort(self) -> None:
-        """From any thread: wake every blocked call on these sockets (they then fail)."""
-        with self._lock:
-            self.aborted = True
-            sockets = list(self._open)
-        for sock in sockets:
-            _shutdown(sock)
-
-    def close(self) -> None:
-        with self._lock:
-            sockets, self._open = self._open, []
-        for sock in sockets:
-            # Not sock.close(): while a client's makefile() reader holds the socket, close()
-            # only marks it closed and the connection stays open until garbage collection.
-            try:
-                if sock.fileno() != -1:
-                    os.close(sock.detach())
-            except OSError:
-                pass
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        if sock.fileno() != -1:
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # not SSLSocket's: no TLS state touched
-    except OSError:
-        pass
-
-
-class _Worker:
-    """Runs blocking steps in threads; on cancellation aborts the sockets and waits for them."""
-
-    def __init__(self, io_timeout: float, limiter: trio.CapacityLimiter):
-        self.sockets = _Sockets(io_timeout)
-        self.limiter = limiter
-        self._running: list[trio.Event] = []
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        token = trio.lowlevel.current_trio_token()
-        done = trio.Event()
-
-        def work() -> T:
-            try:
-                return fn(*args)
-            finally:
-                try:
-                    token.run_sync_soon(done.set)
-                except trio.RunFinishedError:
-                    pass
-
-        self._running.append(done)
-        try:
-            return await trio.to_thread.run_sync(work, abandon_on_cancel=True,
-                                                 limiter=self.limiter)
-        finally:
-            if done.is_set():
-                self._running.remove(done)
-
-    @property
-    def busy(self) -> bool:
-        """Whether a step was abandoned (cancelled) and its thread has not returned yet."""
-        return any(not event.is_set() for event in self._running)
-
-    async def close(self) -> None:
-        """Abort every socket, wait (shielded, bounded) for abandoned threads, close sockets."""
-        with trio.move_on_after(CLOSE_GRACE) as scope:
-            scope.shield = True
-            if any(not e.is_set() for e in self._running):
-                self.sockets.abort()
-            for event in self._running:
-                await event.wait()
-        self._running.clear()
-        self.sockets.close()
-
-
-class _SMTP(smtplib.SMTP):
-    def __init__(self, sockets: _Sockets, context: ssl.SSLContext | None, **kw: Any):
-        self._pc_sockets = sockets
-        self._pc_context = context
-        super().__init__(**kw)
-
-    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:  # type: ignore[override]
-        return self._pc_sockets.connect(host, port, self._pc_context)
 
 
 class _IMAP(imaplib.IMAP4):
@@ -1045,26 +928,6 @@ def _load_context(config: MailConfig) -> ssl.SSLContext:
 
 def _quote(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS: certificate verify failed: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__
-
-
-def _smtp_text(text: Any) -> str:
-    if isinstance(text, bytes):
-        text = text.decode(errors="replace")
-    return " ".join(str(text).split())[:200]
 
 
 def _imap_text(value: Any) -> str:

@@ -52,7 +52,11 @@ from probecore import (
     SecretError,
 )
 
-from ..mail import _SMTP, _reason, _smtp_text, _Sockets, _Worker
+from .._blocking import SMTPClient as _SMTP
+from .._blocking import Sockets as _Sockets
+from .._blocking import Worker as _Worker
+from .._blocking import reason as _reason
+from .._blocking import smtp_text as _smtp_text
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
