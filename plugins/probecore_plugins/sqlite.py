@@ -160,10 +160,7 @@ class SQLiteStore:
               deliveries: Iterable[Delivery] = ()) -> None:
         rows = [_record_row(r) for r in records]
         with self._lock, self._transaction():
-            self._db.executemany(
-                "INSERT OR IGNORE INTO records (check_id, vantage, started_ms, outcome, body) "
-                "VALUES (?, ?, ?, ?, ?)", rows)
-            self._refresh_gaps(rows)
+            self._insert_records(rows)
             self._insert_events(events)
             self._insert_deliveries(deliveries)
 
@@ -238,24 +235,32 @@ class SQLiteStore:
     def import_records(self, records: Iterable[SLIRecord]) -> tuple[int, int]:
         rows = [_record_row(r) for r in records]
         with self._lock, self._transaction():
-            before = self._db.total_changes
-            self._db.executemany(
-                "INSERT OR IGNORE INTO records (check_id, vantage, started_ms, outcome, body) "
-                "VALUES (?, ?, ?, ?, ?)", rows)
-            added = self._db.total_changes - before
-            self._refresh_gaps(rows)
+            added = self._insert_records(rows)
         return added, len(rows) - added
 
-    def _refresh_gaps(self, rows: Iterable[tuple[str, str, int, str, str]]) -> None:
-        """Recompute ``gap_ms`` of the streams *rows* touched, from just before their earliest
-        new record (a record imported into the middle changes the gap of the one after it)."""
-        earliest: dict[tuple[str, str], int] = {}
+    def _insert_records(self, rows: list[tuple[str, str, int, str, str]]) -> int:
+        """Insert *rows* (skipping those stored), each with its gap to the stream's previous
+        record; returns how many were added. In stream and time order, so that rows of one
+        batch see each other; a row that lands before records already stored (an import into
+        the middle) changes the gap of the one after it, which is then recomputed."""
+        rows = sorted(rows, key=lambda r: (r[0], r[1], r[2]))
+        before = self._db.total_changes
+        self._db.executemany(
+            "INSERT OR IGNORE INTO records (check_id, vantage, started_ms, outcome, body, gap_ms) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, COALESCE(?3 - (SELECT started_ms FROM records WHERE check_id = ?1 "
+            f"AND started_ms < ?3 AND vantage = ?2 ORDER BY started_ms DESC LIMIT 1), {FIRST_GAP}))", rows)
+        added = self._db.total_changes - before
+        span: dict[tuple[str, str], tuple[int, int]] = {}
         for check, vantage, started, _, _ in rows:
-            key = (check, vantage)
-            if started < earliest.get(key, started + 1):
-                earliest[key] = started
-        for (check, vantage), started in earliest.items():
-            self._fill_gaps(check, vantage, started)
+            first, last = span.get((check, vantage), (started, started))
+            span[(check, vantage)] = (min(first, started), max(last, started))
+        for (check, vantage), (first, last) in span.items():
+            later = self._db.execute(
+                "SELECT 1 FROM records WHERE check_id = ? AND started_ms > ? AND vantage = ? LIMIT 1",
+                (check, last, vantage)).fetchone()
+            if later is not None:
+                self._fill_gaps(check, vantage, first)
+        return added
 
     def _fill_gaps(self, check: str, vantage: str, since_ms: int) -> None:
         previous = self._db.execute(
