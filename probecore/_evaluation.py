@@ -168,7 +168,9 @@ class ObjectiveReport(msgspec.Struct, kw_only=True):
     downtime_s: float
     excluded_s: float
     unknown_s: float
-    coverage: float
+    coverage: float | None
+    """Share of the period with evidence; ``null`` for kinds judged on samples or counts
+    rather than time (latency, heartbeat …)."""
     budget_used: float | None
     budget_left: float | None
     excluded_by_reason: dict[str, float]
@@ -461,9 +463,13 @@ def _objective_report(config: ObjectiveConfig, evaluator: Evaluator[Any], verdic
                       ctx: EvaluationContext) -> ObjectiveReport:
     timeline = verdict.timeline
     met = verdict.met
-    coverage = timeline.coverage if timeline else 1.0
+    coverage = timeline.coverage if timeline else None
     note = verdict.note
-    if timeline is not None and coverage < config.min_coverage:
+    if coverage is not None and coverage == 0:
+        # No evidence at all: nothing was down, but nothing was shown up either.
+        met = None
+        note = "no evidence in the period"
+    elif coverage is not None and coverage < config.min_coverage:
         met = None
         note = (f"coverage {coverage:.1%} is below min_coverage {config.min_coverage:.1%}: "
                 "not enough evidence to judge")
@@ -491,7 +497,7 @@ def _objective_report(config: ObjectiveConfig, evaluator: Evaluator[Any], verdic
         downtime_s=timeline.total(DOWN) / 1000 if timeline else 0.0,
         excluded_s=timeline.total(EXCLUDED) / 1000 if timeline else 0.0,
         unknown_s=timeline.total(UNKNOWN) / 1000 if timeline else 0.0,
-        coverage=round(coverage, 6), budget_used=verdict.budget_used, budget_left=verdict.budget_left,
+        coverage=None if coverage is None else round(coverage, 6), budget_used=verdict.budget_used, budget_left=verdict.budget_left,
         excluded_by_reason={k: v / 1000 for k, v in timeline.excluded_by_reason().items()} if timeline else {},
         outages=outages, evidence=verdict.evidence, remedy=remedy, note=note)
 

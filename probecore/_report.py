@@ -110,7 +110,8 @@ def remedy_text(o: ObjectiveReport) -> str:
 
 def _rows(report: Report) -> list[list[str]]:
     return [[o.id, o.clause or "–", o.kind, measured_text(o), o.op or "–", _value(o.target, o.unit),
-             verdict_text(o.met), budget_text(o), f"{o.coverage:.1%}", remedy_text(o)]
+             verdict_text(o.met), budget_text(o), "–" if o.coverage is None else f"{o.coverage:.1%}",
+             remedy_text(o)]
             for o in report.objectives]
 
 

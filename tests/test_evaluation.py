@@ -315,23 +315,33 @@ def test_outages_not_reported_within_5_days_are_excluded(judge, tmp_path):
 
 
 FAULT_FREE = """
+[[check]]
+id = "hourly"
+probe = "tcp"
+host = "192.0.2.1"
+port = 82
+interval = "1h"
 [[objective]]
 id = "days"
 kind = "fault_free_days"
-check = "c"
+check = "hourly"
 op = ">="
 target = 360
 """
 
 
-def test_a_fault_across_midnight_spoils_two_days(judge):
-    records = minutes(at("2025-06-01 00:00"), at("2025-06-03 00:00"),
-                      fail=[(at("2025-06-01 23:50"), at("2025-06-02 00:10"))], every=300)
-    report = judge(FAULT_FREE, records, year="2025")
+def test_a_fault_across_midnight_spoils_two_days_and_days_without_evidence_do_not_count(judge):
+    year = minutes(at("2025-01-01 00:00"), at("2026-01-01 00:00"), check="hourly", every=3600,
+                   fail=[(at("2025-06-01 23:00"), at("2025-06-02 01:00"))])
+    silent = (at("2025-08-10 00:00"), at("2025-08-13 00:00"))          # the agent was down 3 days
+    year = [r for r in year if not silent[0] <= datetime.fromisoformat(r.started_at.replace("Z", "+00:00")) < silent[1]]
+    report = judge(FAULT_FREE, year, year="2025")
     o = objective(report, "days")
-    assert o["measured"] == 365 - 2
+    # Two days spoilt. The last record before the silence (08-09 23:00) holds two hours, into
+    # 08-10; 08-11 and 08-12 have no evidence at all and count neither way.
     assert o["evidence"] == [{"day": "2025-06-01"}, {"day": "2025-06-02"}]
-    assert o["met"] is True
+    assert o["measured"] == 365 - 2 - 2
+    assert o["met"] is True and "2 without evidence" in o["note"]
 
 
 LATENCY = """
@@ -506,3 +516,12 @@ def test_bad_objectives_are_one_line_profile_errors(tmp_path, capsys, tail, mess
     assert main(["check", str(profile)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_no_evidence_is_unknown_not_met(judge):
+    report = judge(DOWNTIME_AND_AVAILABILITY + LATENCY.replace('id = "mean"', 'id = "mean2"').replace(
+        'id = "each"', 'id = "each2"'), [])
+    for o in report["objectives"]:
+        assert o["met"] is None, o["id"]
+    assert objective(report, "minutes")["coverage"] == 0 and objective(report, "mean2")["coverage"] is None
+    assert report["met"] is None

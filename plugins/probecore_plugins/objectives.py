@@ -16,6 +16,7 @@ import msgspec
 
 from probecore import (
     DOWN,
+    UNKNOWN,
     Duration,
     EvaluationContext,
     Evaluator,
@@ -221,7 +222,13 @@ class FaultFreeDays(Evaluator[FaultFreeDaysConfig]):
             last = bisect.bisect_left(starts, segment.end) - 1
             faulty.update(range(first, last + 1))
         elapsed = sum(1 for a, _ in days if a < ctx.until_ms)
-        fault_free = elapsed - len(faulty)
+        # A day without any evidence is not shown fault-free (nor faulty): it does not count.
+        blind = set()
+        for i, (a, b) in enumerate(days[:elapsed]):
+            b = min(b, ctx.until_ms)
+            if all(s.state == UNKNOWN for s in timeline.segments if s.start < b and s.end > a):
+                blind.add(i)
+        fault_free = elapsed - len(faulty) - len(blind - faulty)
         remaining = len(days) - elapsed
         met: bool | None = compare(fault_free, config.op, config.target)
         if ctx.to_date and met is False and compare(fault_free + remaining, config.op, config.target):
@@ -229,7 +236,7 @@ class FaultFreeDays(Evaluator[FaultFreeDaysConfig]):
         evidence = [{"day": ctx.period.start.date().fromordinal(ctx.period.start.date().toordinal() + i).isoformat()}
                     for i in sorted(faulty)][:MAX_EVIDENCE]
         return Verdict(measured=fault_free, met=met, target=config.target, timeline=timeline,
-                       evidence=evidence, note=f"{len(faulty)} day(s) with a fault"
+                       evidence=evidence, note=f"{len(faulty)} day(s) with a fault, {len(blind)} without evidence"
                        + (f", {remaining} day(s) still to come" if remaining else ""))
 
 
