@@ -101,7 +101,6 @@ import socket
 import ssl
 import struct
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -121,6 +120,8 @@ from probecore import (
     hookimpl,
     run_asyncio,
 )
+
+from ._client import load_failure, tls_context
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 TlsMode = Literal["none", "explicit", "implicit"]
@@ -471,10 +472,9 @@ class _Session:
 
     def _context(self) -> ssl.SSLContext:
         try:
-            return _tls_context(self.plan.verify, self.plan.ca_file)
+            return tls_context(self.plan.verify, self.plan.ca_file)
         except (OSError, ssl.SSLError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise Failed("ca_file", f"cannot load ca_file {self.plan.ca_file}: {reason}",
+            raise Failed("ca_file", f"cannot load ca_file {self.plan.ca_file}: {load_failure(exc)}",
                          outcome="error") from None
 
     async def _prepare_data(self) -> None:
@@ -637,17 +637,6 @@ def _reset(writer: asyncio.StreamWriter) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except OSError:
         pass
-
-
-@lru_cache(maxsize=16)
-def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
-    """One context per (verify, ca_file): building one reads the CA store (milliseconds)."""
-    if not verify:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    return ssl.create_default_context(cafile=ca_file)
 
 
 def _reply(verb: str, exc: aioftp.StatusCodeError, details: dict[str, Any] | None = None) -> Reply:

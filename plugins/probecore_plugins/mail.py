@@ -108,7 +108,6 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
 from email import policy
-from functools import lru_cache
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -126,6 +125,8 @@ from probecore import (
     format_duration,
     hookimpl,
 )
+
+from ._client import load_failure, tls_context
 
 # Blocking clients in worker threads that trio can abort: shared with the email channel.
 from ._blocking import CLOSE_GRACE
@@ -283,16 +284,6 @@ class _POP3(poplib.POP3):
 
     def _create_socket(self, timeout: float) -> socket.socket:  # type: ignore[override]
         return self._pc_sockets.connect(self.host, self.port, self._pc_context)
-
-
-@lru_cache(maxsize=16)
-def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
-    if not verify:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    return ssl.create_default_context(cafile=ca_file)
 
 
 # ---- the message ------------------------------------------------------------------------------
@@ -919,10 +910,9 @@ def _hygiene(config: MailConfig, result: str, how: str, details: dict[str, Any],
 
 def _load_context(config: MailConfig) -> ssl.SSLContext:
     try:
-        return _tls_context(config.verify, config.ca_file)
+        return tls_context(config.verify, config.ca_file)
     except (OSError, ssl.SSLError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise Failed("ca_file", f"cannot load ca_file {config.ca_file}: {reason}",
+        raise Failed("ca_file", f"cannot load ca_file {config.ca_file}: {load_failure(exc)}",
                      outcome="error") from None
 
 

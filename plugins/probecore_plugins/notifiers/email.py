@@ -53,6 +53,7 @@ from probecore import (
 )
 
 from .._blocking import SMTPClient as _SMTP
+from .._client import load_failure, tls_context
 from .._blocking import Sockets as _Sockets
 from .._blocking import Worker as _Worker
 from .._blocking import reason as _reason
@@ -147,29 +148,13 @@ def build_message(config: EmailConfig, notice: Notice) -> EmailMessage:
     return msg
 
 
-_contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
-
-
 def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
-    """One shared context per (verify, CA file): loading the system CA store costs ~25 ms."""
-    key = (verify, ca_file)
-    context = _contexts.get(key)
-    if context is None:
-        if verify:
-            context = ssl.create_default_context()
-            if ca_file is not None:
-                try:
-                    context.load_verify_locations(cafile=ca_file)
-                except (OSError, ssl.SSLError) as exc:
-                    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                    raise DeliveryError(f"cannot load ca_file {ca_file}: {_one_line(reason)}",
-                                        retry=False) from None
-        else:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        _contexts[key] = context
-    return context
+    """The system CAs plus *ca_file*."""
+    try:
+        return tls_context(verify, ca_file, system_cas=True)
+    except (OSError, ssl.SSLError) as exc:
+        raise DeliveryError(f"cannot load ca_file {ca_file}: {_one_line(load_failure(exc))}",
+                            retry=False) from None
 
 
 class EmailNotifier(Notifier[EmailConfig]):

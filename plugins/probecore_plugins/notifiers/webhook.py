@@ -35,23 +35,14 @@ from probecore import (
     Secret,
 )
 
+from .._client import USER_AGENT, tls_context
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 RETRY_STATUSES = frozenset({408, 425, 429})
 RESERVED_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection",
                               "idempotency-key", "x-probecore-event", "x-probecore-signature"})
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 MAX_RESPONSE_HEAD = 64 * 1024
-
-
-def _user_agent() -> str:
-    try:
-        from importlib.metadata import version
-        return f"probecore/{version('probecore')}"
-    except Exception:
-        return "probecore"
-
-
-USER_AGENT = _user_agent()
 
 
 class _Url(msgspec.Struct, frozen=True):
@@ -125,28 +116,12 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-_contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
-
-
 def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
-    """One shared context per (verify, CA file): loading the system CA store costs ~25 ms."""
-    key = (verify, ca_file)
-    context = _contexts.get(key)
-    if context is None:
-        if verify:
-            context = ssl.create_default_context()
-            if ca_file is not None:
-                try:
-                    context.load_verify_locations(cafile=ca_file)
-                except (OSError, ssl.SSLError) as exc:
-                    raise DeliveryError(f"cannot load ca_file {ca_file}: {exc}", retry=False) from None
-        else:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        context.set_alpn_protocols(["http/1.1"])
-        _contexts[key] = context
-    return context
+    """The system CAs plus *ca_file*, offering HTTP/1.1."""
+    try:
+        return tls_context(verify, ca_file, system_cas=True, alpn=("http/1.1",))
+    except (OSError, ssl.SSLError) as exc:
+        raise DeliveryError(f"cannot load ca_file {ca_file}: {exc}", retry=False) from None
 
 
 class WebhookNotifier(Notifier[WebhookConfig]):

@@ -60,6 +60,7 @@ import trio
 
 from probecore import CheckContext, Observation, ProbeKind, hookimpl
 
+from .._client import USER_AGENT
 from ._config import REDIRECT_STATUSES, Plan, Threshold, Url, WebConfig, describe_statuses, make_plan, parse_url
 from ._net import (
     Connection,
@@ -79,17 +80,6 @@ PHASES = ("resolve", "connect", "tls", "send", "wait", "transfer")
 RECEIVE_SIZE = 256 * 1024
 MAX_HEAD = 64 * 1024
 PREVIEW = 120
-
-
-def _user_agent() -> str:
-    try:
-        from importlib.metadata import version
-        return f"probecore/{version('probecore')}"
-    except Exception:
-        return "probecore"
-
-
-USER_AGENT = _user_agent()
 
 
 class _Stale(Exception):

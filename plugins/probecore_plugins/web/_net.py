@@ -18,6 +18,7 @@ import trio
 
 from probecore import Attribution
 
+from .._client import tls_context as shared_tls_context
 from ._config import parse_nameserver
 from ._stream import TimedSocketStream
 
@@ -210,26 +211,12 @@ def _seconds(value: float) -> str:
 
 # ---- TLS ---------------------------------------------------------------------------------------
 
-_contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
-
-
 def tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
-    """One shared context per (verify, CA file): building one loads the CA store (~25 ms)."""
-    key = (verify, ca_file)
-    context = _contexts.get(key)
-    if context is None:
-        if verify:
-            try:
-                context = ssl.create_default_context(cafile=ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise Failed("tls_config", f"cannot load ca_file {ca_file}: {exc}", error=True) from None
-        else:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        context.set_alpn_protocols(["http/1.1"])
-        _contexts[key] = context
-    return context
+    """The probe's TLS context: *ca_file* instead of the system store, offering HTTP/1.1."""
+    try:
+        return shared_tls_context(verify, ca_file, alpn=("http/1.1",))
+    except (OSError, ssl.SSLError) as exc:
+        raise Failed("tls_config", f"cannot load ca_file {ca_file}: {exc}", error=True) from None
 
 
 async def tls_handshake(stream: TimedSocketStream, context: ssl.SSLContext,
