@@ -91,6 +91,21 @@ class Delivery(msgspec.Struct, kw_only=True):
     expire_ms: int | None = None
     id: int | None = None
 
+    def record(self, at_ms: int, ok: bool, error: str | None, next_ms: int | None, expired: bool) -> bool:
+        """Apply one attempt's result (what every store's ``record_attempt`` does); returns
+        whether it applied — a delivery no longer pending is left as it is (never twice)."""
+        if self.status != "pending":
+            return False
+        self.attempts += 0 if expired else 1
+        self.last_error = error
+        if ok:
+            self.status, self.delivered_ms = "delivered", at_ms
+        elif expired:
+            self.status = "expired"
+        elif next_ms is not None:
+            self.next_ms = next_ms
+        return True
+
 
 C = TypeVar("C", bound=ChannelConfig)
 

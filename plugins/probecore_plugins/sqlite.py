@@ -202,16 +202,8 @@ class SQLiteStore:
             if row is None:
                 raise StoreError(f"store {self.url}: no delivery {delivery_id}")
             delivery = _decode_delivery(row[0], delivery_id)
-            if delivery.status != "pending":  # already delivered (or expired): never twice
+            if not delivery.record(at_ms, ok, error, next_ms, expired):
                 return
-            delivery.attempts += 0 if expired else 1
-            delivery.last_error = error
-            if ok:
-                delivery.status, delivery.delivered_ms = "delivered", at_ms
-            elif expired:
-                delivery.status = "expired"
-            elif next_ms is not None:
-                delivery.next_ms = next_ms
             self._db.execute("UPDATE outbox SET status = ?, next_ms = ?, body = ? WHERE id = ?",
                              (delivery.status, delivery.next_ms, _encode_delivery(delivery), delivery_id))
             if not expired:

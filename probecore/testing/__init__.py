@@ -110,17 +110,8 @@ class MemoryStore:
 
     def record_attempt(self, delivery_id: int, at_ms: int, ok: bool, error: str | None,
                        next_ms: int | None, expired: bool) -> None:
-        delivery = self._delivery(delivery_id)
-        if delivery.status != "pending":
+        if not self._delivery(delivery_id).record(at_ms, ok, error, next_ms, expired):
             return
-        delivery.attempts += 0 if expired else 1
-        delivery.last_error = error
-        if ok:
-            delivery.status, delivery.delivered_ms = "delivered", at_ms
-        elif expired:
-            delivery.status = "expired"
-        elif next_ms is not None:
-            delivery.next_ms = next_ms
         if not expired:
             self._attempts.setdefault(delivery_id, []).append((at_ms, ok, error))
 
