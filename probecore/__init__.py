@@ -70,12 +70,13 @@ from ._record import (
     decode_record,
     encode_record,
     format_timestamp,
+    format_timestamp_ms,
     parse_timestamp,
     record_json_schema,
     timestamp_ms,
 )
 from ._secrets import Secret
-from ._timeline import DOWN, EXCLUDED, UNKNOWN, UP, format_timestamp_ms
+from ._timeline import DOWN, EXCLUDED, UNKNOWN, UP
 from ._store import Store, StoreFactory, default_store_url, open_store
 from .hookspec import hookimpl
 

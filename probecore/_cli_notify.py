@@ -36,7 +36,7 @@ from ._notify import (
 )
 from ._plugins import PluginHost
 from ._profile import Profile, load_profile
-from ._timeline import format_timestamp_ms
+from ._record import format_timestamp_ms
 
 PROG = "probe"
 STATUSES = ("pending", "delivered", "expired")

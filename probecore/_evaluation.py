@@ -23,7 +23,7 @@ import msgspec
 from ._annotations import Annotation
 from ._durations import Duration, format_duration
 from ._incidents import PROVIDER_ONLY
-from ._record import ATTRIBUTIONS, SLIRecord, Timestamp, format_timestamp, timestamp_ms
+from ._record import ATTRIBUTIONS, SLIRecord, Timestamp, format_timestamp, format_timestamp_ms, timestamp_ms
 from ._timeline import (
     DOWN,
     EXCLUDED,
@@ -34,7 +34,6 @@ from ._timeline import (
     Timeline,
     Window,
     build_timeline,
-    format_timestamp_ms,
 )
 
 REPORT_SCHEMA_ID = "probecore.report/1"
@@ -277,7 +276,7 @@ class EvaluationContext:
         self.to_date = self.until_ms < period.end_ms
         self._timelines: dict[Any, Timeline] = {}
         self._streams: dict[tuple[str, float], list[Stream]] = {}
-        self._annotations = [a for a in store.annotations(profile.name)]
+        self._annotations = list(store.annotations(profile.name))
         self._maintenance = expand_maintenance(profile, period.start_ms, period.end_ms)
 
     # -- evidence --
@@ -293,8 +292,8 @@ class EvaluationContext:
             since = self.period.start_ms - max(hold, 2 * 86_400_000)
             full = self.full_id(check_id)
             runs = self.store.evidence(full, since, self.until_ms, hold)
-            not_ok = list(self.store.records(check=full, since=_stamp(since),
-                                             until=_stamp(self.until_ms), not_ok=True))
+            not_ok = list(self.store.records(check=full, since=format_timestamp_ms(since),
+                                             until=format_timestamp_ms(self.until_ms), not_ok=True))
             by_vantage: dict[str, list[SLIRecord]] = {}
             for record in not_ok:
                 by_vantage.setdefault(record.vantage, []).append(record)
@@ -324,8 +323,8 @@ class EvaluationContext:
         return self.store.values(self.full_id(check_id), self.period.start_ms, self.until_ms, metric)
 
     def records(self, check_id: str) -> Iterator[SLIRecord]:
-        return self.store.records(check=self.full_id(check_id), since=_stamp(self.period.start_ms),
-                                  until=_stamp(self.until_ms))
+        return self.store.records(check=self.full_id(check_id), since=format_timestamp_ms(self.period.start_ms),
+                                  until=format_timestamp_ms(self.until_ms))
 
     def annotations(self, kind: str) -> list[Annotation]:
         """Active (not withdrawn) annotations of *kind*."""
@@ -454,7 +453,7 @@ def evaluate_profile(profile: Any, store: Any, evaluators: Any, period: Period, 
     return Report(profile=profile.name, contract=profile.contract, timezone=str(profile.timezone),
                   generated_at=format_timestamp(now), period=PeriodReport(
                       kind=period.kind, label=period.label, start=format_timestamp(period.start),
-                      end=format_timestamp(period.end), evaluated_until=_stamp(ctx.until_ms),
+                      end=format_timestamp(period.end), evaluated_until=format_timestamp_ms(ctx.until_ms),
                       to_date=ctx.to_date),
                   met=met, objectives=objectives, exclusions=_exclusions(ctx), not_judged=not_judged)
 
@@ -477,17 +476,17 @@ def _objective_report(config: ObjectiveConfig, evaluator: Evaluator[Any], verdic
     if timeline is not None:
         reports = ctx.report_times()
         for o in timeline.outages:
-            report_by = (_stamp(o.unclipped_start + round(config.report_within * 1000))
+            report_by = (format_timestamp_ms(o.unclipped_start + round(config.report_within * 1000))
                          if config.report_within and o.counted else None)
             delay = next((e.get("notice_delay_s") for e in verdict.evidence
                           if e.get("incident") == o.incident_id), None)
             outages.append(OutageReport(
-                incident=o.incident_id, check=o.check, vantage=o.vantage, start=_stamp(o.start),
-                end=_stamp(o.end), duration_s=(o.end - o.start) / 1000, down_s=o.down_ms / 1000,
+                incident=o.incident_id, check=o.check, vantage=o.vantage, start=format_timestamp_ms(o.start),
+                end=format_timestamp_ms(o.end), duration_s=(o.end - o.start) / 1000, down_s=o.down_ms / 1000,
                 excluded_s=o.excluded_ms / 1000, excluded=", ".join(o.reasons) or None,
                 attribution=o.attribution, code=o.code, resolved=o.resolved,
-                confirmed_at=_stamp(o.confirmed_at), report_by=report_by,
-                reported_at=_stamp(reports[o.incident_id]) if o.incident_id in reports else None,
+                confirmed_at=format_timestamp_ms(o.confirmed_at), report_by=report_by,
+                reported_at=format_timestamp_ms(reports[o.incident_id]) if o.incident_id in reports else None,
                 notice_delay_s=delay))
     remedy = None if met is not False else owed_remedy(config, verdict, ctx)
     return ObjectiveReport(
@@ -547,7 +546,7 @@ def _exclusions(ctx: EvaluationContext) -> list[ExclusionReport]:
     for m in ctx.maintenance:
         flags = [f for f, on in (("agreed", m.agreed), ("announced", m.announced)) if on]
         found.append(ExclusionReport(id=None, source="maintenance", check=", ".join(m.checks) or None,
-                                     start=_stamp(m.start), end=_stamp(m.end),
+                                     start=format_timestamp_ms(m.start), end=format_timestamp_ms(m.end),
                                      reason="maintenance" + (f" ({', '.join(flags)})" if flags else
                                                              " (neither agreed nor announced: not excluded)"),
                                      note=m.note))
@@ -587,7 +586,6 @@ def _used(used: float | Fraction, allowed: float | Fraction) -> float | None:
     return round(float(Fraction(used) / Fraction(allowed)), 6)
 
 
-_stamp = format_timestamp_ms
 
 
 __all__ = ["DOWN", "EXCLUDED", "UNKNOWN", "UP"]

@@ -29,9 +29,9 @@ import trio
 
 from ._annotations import Annotation
 from ._durations import Duration, format_duration
+from ._groups import is_member
 from ._incidents import IncidentEvent
-from ._record import Failure, Timestamp, format_timestamp, timestamp_ms
-from ._timeline import format_timestamp_ms
+from ._record import Failure, Timestamp, format_timestamp, format_timestamp_ms, timestamp_ms
 
 NOTICE_SCHEMA_ID = "probecore.notice/1"
 NoticeKind = Literal["suspected", "confirmed", "resolved", "flap", "repeat", "escalated", "test",
@@ -210,8 +210,10 @@ class Router:
     def deliveries(self, events: Iterable[IncidentEvent]) -> list[Delivery]:
         found: list[Delivery] = []
         for event in events:
-            check = self._checks.get(event.check.split(":", 1)[0])
-            if check is None or ":" in event.check:  # members notify through their round
+            if is_member(event.check):  # members notify through their round's record
+                continue
+            check = self._checks.get(event.check)
+            if check is None:
                 continue
             for route in self.routes:
                 if route.only_escalation or event.kind not in route.events or not route.selects(check):

@@ -9,7 +9,7 @@ encodes to exactly the same JSON line wherever it is written.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -142,6 +142,14 @@ def parse_timestamp(text: str) -> datetime:
 def timestamp_ms(text: str) -> int:
     """Milliseconds since the epoch, for indexes and range queries."""
     return round(parse_timestamp(text).timestamp() * 1000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def format_timestamp_ms(ms: int) -> str:
+    """Inverse of :func:`timestamp_ms` (integer arithmetic: no rounding drift)."""
+    return format_timestamp(_EPOCH + timedelta(milliseconds=ms))
 
 
 _encoder = msgspec.json.Encoder()

@@ -35,11 +35,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from itertools import pairwise
 
 from ._incidents import PROVIDER_ONLY, IncidentTracker
-from ._record import SLIRecord, format_timestamp, timestamp_ms
+from ._record import SLIRecord, format_timestamp_ms, timestamp_ms
 
 UP, DOWN, EXCLUDED, UNKNOWN = "up", "down", "excluded", "unknown"
 STATES = (UP, DOWN, EXCLUDED, UNKNOWN)
@@ -401,14 +400,6 @@ def _clip_outages(outages: list[Outage], timeline: Timeline) -> list[Outage]:
 
 def _epoch(stamp: str) -> int:
     return timestamp_ms(stamp)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def format_timestamp_ms(ms: int) -> str:
-    """Epoch milliseconds as a record timestamp (integer arithmetic: no rounding drift)."""
-    return format_timestamp(_EPOCH + timedelta(milliseconds=ms))
 
 
 def _append(segments: list[Segment], segment: Segment) -> None:
