@@ -136,6 +136,9 @@ def load_profile(path: str | Path, probes: Any, evaluators: Any = None, notifier
         raise ProfileError(shown, "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(shown, f"invalid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively; no profile nests this deep.
+        raise ProfileError(shown, "invalid TOML: arrays or tables nested too deeply") from None
     return _Loader(shown, path.parent, probes, evaluators, notifiers).profile(data)
 
 
@@ -192,6 +195,9 @@ class _Loader:
         base = self.timing(defaults, "[defaults]", {
             "interval": DEFAULT_INTERVAL, "timeout": DEFAULT_TIMEOUT, "confirm": DEFAULT_CONFIRM,
             "labels": {}})
+        # Only an explicit [defaults] retry_interval is inherited: without one, each check retries
+        # at its own interval (not at the default interval, which may be longer than the check's).
+        base["retry_interval"] = self.duration(defaults, "retry_interval", "[defaults]")
 
         checks: list[Check] = []
         ids: set[str] = set()
@@ -262,6 +268,7 @@ class _Loader:
         interval = self.duration(table, "interval", where) or base["interval"]
         timeout = self.duration(table, "timeout", where) or base["timeout"]
         retry = self.duration(table, "retry_interval", where) or base.get("retry_interval") or interval
+        inherited_retry = "retry_interval" not in table and base.get("retry_interval") is not None
         confirm = table.get("confirm", base["confirm"])
         if isinstance(confirm, bool) or not isinstance(confirm, int) or not 1 <= confirm <= 1000:
             raise self.error(f"expected a whole number from 1 to 1000, got {_show(confirm)}", where, "confirm")
@@ -277,6 +284,10 @@ class _Loader:
                                  f"{format_duration(timeout)}", where, "interval")
             raise self.error(f"{format_duration(timeout)} is longer than the interval "
                              f"{format_duration(interval)}", where, "timeout")
+        if retry > interval and inherited_retry:
+            raise self.error(f"{format_duration(interval)} is shorter than the retry_interval "
+                             f"{format_duration(retry)} set in [defaults]; give this check its own "
+                             "retry_interval", where, "interval")
         if retry > interval:
             raise self.error(f"{format_duration(retry)} is longer than the interval "
                              f"{format_duration(interval)}", where, "retry_interval")

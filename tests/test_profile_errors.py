@@ -462,6 +462,27 @@ CASES = [
         retry_interval = "1m"
         ''',
          'profile.toml: check "ssh": key "retry_interval": 1m is longer than the interval 30s'),
+    case("defaults-retry-interval-longer-than-check-interval", '''
+        [profile]
+        name = "acme"
+
+        [defaults]
+        retry_interval = "1m"
+
+        [[check]]
+        id = "ssh"
+        probe = "tcp"
+        host = "127.0.0.1"
+        port = 22
+        interval = "30s"
+        timeout = "5s"
+        ''',
+         'profile.toml: check "ssh": key "interval": 30s is shorter than the retry_interval 1m set in '
+         '[defaults]; give this check its own retry_interval'),
+    case("toml-nested-too-deeply",
+         '[profile]\nname = "acme"\n[[check]]\nid = "ssh"\nprobe = "tcp"\nhost = "h"\nport = 22\n'
+         'labels = ' + "[" * 5000 + "]" * 5000 + "\n",
+         "profile.toml: invalid TOML: arrays or tables nested too deeply"),
     case("confirm-zero", '''
         [profile]
         name = "acme"
@@ -695,7 +716,8 @@ def probe(args: list[str], *, cwd: Path, site: Path, env: dict[str, str] | None 
 
 CLI_CASES = ("missing-file", "not-utf-8", "invalid-toml-unclosed-string", "unknown-table",
              "duplicate-check-ids", "unknown-probe-kind", "port-as-string", "duration-without-unit",
-             "secret-as-literal", "objective-names-missing-check", "maintenance-naive-date-time")
+             "secret-as-literal", "objective-names-missing-check", "maintenance-naive-date-time",
+             "toml-nested-too-deeply")
 
 
 @pytest.mark.parametrize(("text", "message"), [c for c in CASES if c.id in CLI_CASES])
