@@ -12,6 +12,9 @@ import pytest
 import probecore
 from probecore import _scheduler
 
+# The PostgreSQL fixtures (postgresql_server, postgresql_url) are for every test module.
+pytest_plugins = ["tests.servers.postgresql"]
+
 _SEEN: list[bytes] = []
 
 
