@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "2 bad usage or profile.")
     run.add_argument("profile", metavar="PROFILE", help="service profile (TOML)")
     run.add_argument("--once", action="store_true", help="run every check once, concurrently, then exit")
+    run.add_argument("--junit", metavar="FILE", default=None,
+                     help="with --once: write a JUnit XML report to FILE (one test case per check)")
+    run.add_argument("--github", action="store_true",
+                     help="with --once: print GitHub Actions annotations (::error per failed check)")
     _store_option(run)
     run.add_argument("--json", action="store_true",
                      help="write one SLI record per line to stdout (the default when stdout is not a terminal)")
@@ -304,6 +308,8 @@ def cmd_run(args: argparse.Namespace, host: PluginHost) -> int:
 
     from ._display import JsonLines, LiveTable, make_console, results_table
 
+    if (args.junit or args.github) and not args.once:
+        raise UsageError(f"{PROG} run: --junit and --github report one round: they need --once")
     profile = load_profile(args.profile, host.probes, host.evaluators, host.notifiers)
     options = RunOptions(once=args.once, vantage=args.vantage or default_vantage(),
                          max_concurrency=args.max_concurrency, per_host=args.per_host, duration=args.run_for)
@@ -323,6 +329,18 @@ def cmd_run(args: argparse.Namespace, host: PluginHost) -> int:
     finally:
         store.close()
     if args.once:
+        if args.junit:
+            from ._ci_output import write_junit
+
+            try:
+                write_junit(args.junit, profile, result.records)
+            except OSError as exc:
+                raise UsageError(f"{PROG} run: --junit {args.junit}: cannot write: {exc.strerror}") from None
+        if args.github:
+            from ._ci_output import github_annotations
+
+            for line in github_annotations(args.profile, result.records):
+                print(line, flush=True)
         if not json_mode:
             console.print(results_table(result.records))
         checks = [r for r in result.records if not is_member(r.check)]
