@@ -29,6 +29,7 @@ from probecore._asyncio_bridge import bridge_loop
 from probecore._runner import RunOptions, run_profile
 from probecore.testing import MemoryStore, make_host, write_profile
 from tests.conftest import assert_valid_records
+from tests.servers.hostile import Hostile, hostile_in_thread, start_hostile
 
 if TYPE_CHECKING:
     from tests.servers.vsftpd import FtpUser, Vsftpd, VsftpdFactory
@@ -464,6 +465,80 @@ banner_timeout = "150ms"
     assert record.failure.message == "no greeting from the server within 150ms"
     assert list(record.phases) == ["connect", "banner"]
     assert record.duration_s < 1.0
+    await assert_no_asyncio_task_left()
+
+
+@pytest.mark.parametrize(("hostile", "during", "what"), [
+    pytest.param(Hostile("endless_multiline", line=b"220-hostile\r\n"), "banner",
+                 "a reply of more than 500 lines", id="endless-220-banner"),
+    pytest.param(Hostile("endless_multiline", line=b"220-" + b"x" * 1000 + b"\r\n"), "banner",
+                 "a reply longer than 64 KiB", id="long-220-lines"),
+    pytest.param(Hostile("endless_multiline", line=b"120 wait\r\n"), "banner",
+                 "a reply of more than 500 lines", id="endless-120-wait"),
+    pytest.param(Hostile("megabyte_line", lead=b"220 "), "banner",
+                 "a reply line longer than 64 KiB", id="megabyte-banner"),
+    pytest.param(Hostile("megabyte_line", greeting=b"220 hi\r\n", await_command=True, lead=b"331 "),
+                 "login", "a reply line longer than 64 KiB",
+                 id="megabyte-user-reply"),
+])
+async def test_oversized_replies_are_reply_too_large(tmp_path: Path, nursery: trio.Nursery,
+                                                     hostile: Hostile, during: str, what: str) -> None:
+    """A reply that never ends, or one line over 64 KiB, is the provider's failure, found at
+    once (was: the attempt ran to its timeout parsing lines, or a line over asyncio's 64 KiB
+    stream limit crashed the plugin: an ``error``, which never opens an incident)."""
+    server = await start_hostile(nursery, hostile)
+    records = await run_once(tmp_path, f"""
+[[check]]
+id = "hostile"
+probe = "ftp"
+url = "ftp://someone@127.0.0.1:{server.port}/"
+password = {{ env = "{WRONG_ENV}" }}
+timeout = "20s"
+""")
+    record = records["hostile"]
+    assert record.outcome == "fail", record.failure
+    assert record.failure is not None
+    assert (record.failure.code, record.failure.attribution) == ("reply_too_large", "provider")
+    assert record.failure.message == f"the server sent {what} during {during}"
+    assert list(record.phases)[-1] == during
+    assert record.duration_s < 10  # found by the bound, not by the 20 s timeout
+    await assert_no_asyncio_task_left()
+    assert established_to({server.port}) == []
+
+
+async def test_endless_banners_do_not_slow_other_ftp_checks(tmp_path: Path, vsftpd: Vsftpd) -> None:
+    """30 checks against servers whose ``220-`` banner never ends, beside 10 logins to vsftpd:
+    the logins are not held up (was: a median 3.9 s instead of ~10 ms, 138–250 MB)."""
+    hostile = Hostile("endless_multiline", line=b"220-" + b"x" * 70 + b"\r\n")
+    # In a thread of its own, so that its sending is not charged to this trio loop.
+    serving = hostile_in_thread(hostile)
+    server = await trio.to_thread.run_sync(serving.__enter__)
+    try:
+        checks = "".join(f"""
+[[check]]
+id = "hostile{n}"
+probe = "ftp"
+host = "127.0.0.1"
+port = {server.port}
+timeout = "5s"
+""" for n in range(30))
+        checks += "".join(check_table(f"good{n}", vsftpd) for n in range(10))
+        host = make_host()
+        profile = load_profile(write_profile(tmp_path, HEAD + checks), host.probes)
+        # per_host: every server here is on 127.0.0.1; the per-host politeness limit would
+        # queue the logins behind the hostile checks, and this test is about the bridge.
+        result = await run_profile(profile, host, MemoryStore(),
+                                   RunOptions(once=True, handle_signals=False, vantage="test",
+                                              per_host=100))
+    finally:
+        await trio.to_thread.run_sync(serving.__exit__, None, None, None)
+    records = {r.check.split("/", 1)[1]: r for r in result.records}
+    logins = sorted(records[f"good{n}"].phases.get("login", 99.0) for n in range(10))
+    assert all(records[f"good{n}"].outcome == "ok" for n in range(10)), logins
+    # Loose on purpose (a login takes ~10 ms): the bound that matters is "not seconds".
+    assert logins[len(logins) // 2] < 1.0, logins
+    hostile_codes = {records[f"hostile{n}"].failure.code for n in range(30)}  # type: ignore[union-attr]
+    assert hostile_codes == {"reply_too_large"}
     await assert_no_asyncio_task_left()
 
 

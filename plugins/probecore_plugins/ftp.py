@@ -129,6 +129,12 @@ CLOSE_GRACE = 2.0
 """Seconds the final, shielded close of the client's sockets may take (it is near-instant)."""
 BANNER_LIMIT = 120
 ENCODING = "utf-8"
+REPLY_MAX_BYTES = 64 * 1024
+"""At most this many bytes in one reply (all its lines, and any ``1xx`` replies before it)."""
+REPLY_MAX_LINES = 500
+"""At most this many lines in one reply: a banner or FEAT list is tens of lines, not thousands."""
+LIST_MAX_BYTES = 4 * 1024 * 1024
+"""At most this much listing data (tens of thousands of entries) is read."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -319,13 +325,40 @@ class Reply(Exception):
         self.text = text
 
 
+class ReplyTooLarge(Exception):
+    """The server's reply went over :data:`REPLY_MAX_BYTES` or :data:`REPLY_MAX_LINES`."""
+
+
 class _Client(aioftp.Client):
+    """aioftp's client with replies decoded leniently and bounded in bytes and lines.
+
+    Without the bounds, a server that never ends its ``220-`` banner keeps the bridge loop busy
+    parsing lines (and growing a list of them) until the timeout, slowing every other check on
+    the loop; and a line longer than asyncio's 64 KiB stream limit raised a bare ``ValueError``.
+    """
+
+    reply_bytes = 0
+    reply_lines = 0
+
+    async def command(self, *args: Any, **kw: Any) -> Any:
+        self.reply_bytes = self.reply_lines = 0  # one budget per command, 1xx replies included
+        return await super().command(*args, **kw)
+
     async def parse_line(self) -> tuple[aioftp.Code, str]:
-        # aioftp decodes strictly; a server greeting in GBK or Latin-1 must not crash the probe.
-        line = await self.stream.readline()
+        try:
+            line = await self.stream.readline()
+        except ValueError:  # asyncio's LimitOverrunError: no line end within 64 KiB
+            raise ReplyTooLarge(f"a reply line longer than {REPLY_MAX_BYTES // 1024} KiB") from None
         if not line:
             self.stream.close()
             raise ConnectionResetError("connection closed by the server")
+        self.reply_bytes += len(line)
+        self.reply_lines += 1
+        if self.reply_bytes > REPLY_MAX_BYTES:
+            raise ReplyTooLarge(f"a reply longer than {REPLY_MAX_BYTES // 1024} KiB")
+        if self.reply_lines > REPLY_MAX_LINES:
+            raise ReplyTooLarge(f"a reply of more than {REPLY_MAX_LINES} lines")
+        # aioftp decodes strictly; a server greeting in GBK or Latin-1 must not crash the probe.
         text = line.decode(self.encoding, errors="replace").rstrip()
         return aioftp.Code(text[:3]), text[3:]
 
@@ -350,6 +383,8 @@ class _Session:
             raise
         except Reply as reply:
             raise self._classify_reply(phase, reply) from None
+        except ReplyTooLarge as exc:
+            raise Failed("reply_too_large", f"the server sent {exc} during {phase}") from None
         except Exception as exc:
             failed = self._classify(phase, exc)
             if failed is None:
@@ -401,7 +436,7 @@ class _Session:
     async def _list(self) -> None:
         await self._prepare_data()
         command = f"LIST {self.plan.directory}" if self.plan.directory else "LIST"
-        data = await self._receive(command, "LIST")
+        data = await self._receive(command, "LIST", LIST_MAX_BYTES, "reply_too_large")
         self.details["list_entries"] = sum(1 for line in data.splitlines() if line.strip())
 
     async def _transfer(self) -> None:
@@ -411,7 +446,8 @@ class _Session:
         payload = os.urandom(self.plan.transfer_size)
         await self._send(f"STOR {path}", "STOR", payload)
         try:
-            received = await self._receive(f"RETR {path}", "RETR")
+            # More than was uploaded is a mismatch already: no need to read on.
+            received = await self._receive(f"RETR {path}", "RETR", len(payload), "checksum_mismatch")
         except Reply:
             await self._delete_quietly(path)
             raise
@@ -542,16 +578,20 @@ class _Session:
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
             raise Failed("data_channel", f"TLS on the data connection: {_tls_reason(exc)}") from None
 
-    async def _receive(self, command: str, verb: str) -> bytes:
+    async def _receive(self, command: str, verb: str, limit: int, overflow: str) -> bytes:
+        """The data of *command*. At most *limit* bytes are read: past that, the connection is
+        reset and the attempt fails with code *overflow*."""
         reader, writer = await self._open_data()
         complete = False
         try:
             await self._ask(command, verb, "1xx")
             await self._secure(writer)
             try:
-                data = await reader.read()
+                data = await _read_at_most(reader, limit + 1)
             except (OSError, ssl.SSLError) as exc:
                 raise Failed("data_channel", f"{verb} data: {_tls_reason(exc)}") from None
+            if len(data) > limit:
+                raise Failed(overflow, f"{verb} data: more than {limit} bytes")
             complete = True
         finally:
             self._drop(writer, complete)
@@ -622,6 +662,19 @@ class _Session:
         if isinstance(exc, OSError):
             return Failed("closed", f"connection lost during {phase}: {_os_reason(exc)}")
         return None
+
+
+async def _read_at_most(reader: asyncio.StreamReader, count: int) -> bytes:
+    """Read until end of file or *count* bytes, whichever comes first."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < count:
+        chunk = await reader.read(min(65536, count - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
