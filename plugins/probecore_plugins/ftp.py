@@ -58,6 +58,11 @@ client, so those are the customer's):
 * ``unexpected_reply`` (provider): any other reply than the step expects (e.g. 550 to LIST,
   553 to STOR); the message names the command (never its argument) and the reply.
 * ``closed`` (provider): the server closed the control connection mid-conversation.
+* ``reply_too_large`` (provider): a reply longer than 64 KiB or 500 lines (``1xx`` replies
+  before it included), e.g. a ``220-`` banner that never ends or a line without end;
+  or a listing over 4 MiB. Reading stops there: one hostile server costs its own check
+  a few milliseconds, not the bridge loop's time until the timeout. A download longer
+  than the upload is a ``checksum_mismatch``, found without reading on.
 * The scheduler's own ``timeout`` names the phase that was running (``during banner``).
 * ``error`` outcomes (the probe could not judge): the password's secret is missing
   (``probe_error``), ``ca_file`` is unreadable (``ca_file``), a password with a line break
