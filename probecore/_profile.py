@@ -27,10 +27,13 @@ from ._probe import ProbeConfig, ProbeKind
 from ._secrets import Secret
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+QUORUM_VANTAGE = "quorum"
+"""The ``vantage`` of a check's merged rounds (:mod:`probecore._quorum`); no agent may take it."""
 OPERATORS = ("<", "<=", ">=", ">")
 TABLES = ("profile", "defaults", "check", "objective", "maintenance", "channel", "notify")
-CHECK_KEYS = ("id", "probe", "interval", "timeout", "retry_interval", "confirm", "labels", "binding", "group")
-DEFAULT_KEYS = ("interval", "timeout", "retry_interval", "confirm", "labels")
+CHECK_KEYS = ("id", "probe", "interval", "timeout", "retry_interval", "confirm", "labels", "binding", "group",
+              "vantages", "quorum")
+DEFAULT_KEYS = ("interval", "timeout", "retry_interval", "confirm", "labels", "vantages", "quorum")
 MAINTENANCE_KEYS = ("id", "start", "end", "every", "until", "check", "checks", "agreed", "announced", "note")
 PROFILE_KEYS = ("name", "contract", "timezone", "fee", "description")
 
@@ -56,6 +59,12 @@ class Check:
     """Id of the check that says whether this check's target is bound right (e.g. its DNS)."""
     group: GroupRule = GroupRule("all")
     """How a round over several members is judged (see :mod:`probecore._groups`)."""
+    vantages: tuple[str, ...] = ()
+    """Where the check runs (``probe agent --vantage NAME``); empty: on every agent, each
+    vantage's records tracked on their own."""
+    quorum: int | None = None
+    """With ``vantages``: how many of them must see a provider failure in one round for the
+    round to count against the provider (default: all of them); see :mod:`probecore._quorum`."""
 
     @property
     def full_id(self) -> str:
@@ -195,6 +204,7 @@ class _Loader:
         base = self.timing(defaults, "[defaults]", {
             "interval": DEFAULT_INTERVAL, "timeout": DEFAULT_TIMEOUT, "confirm": DEFAULT_CONFIRM,
             "labels": {}})
+        base["vantages"], base["quorum"] = defaults.get("vantages"), defaults.get("quorum")
         # Only an explicit [defaults] retry_interval is inherited: without one, each check retries
         # at its own interval (not at the default interval, which may be longer than the check's).
         base["retry_interval"] = self.duration(defaults, "retry_interval", "[defaults]")
@@ -261,8 +271,40 @@ class _Loader:
                 group = GroupRule.parse(table["group"])
             except ValueError as exc:
                 raise self.error(str(exc), where, "group") from None
+        vantages, quorum = self.vantages(table, where, base)
         return Check(id=check_id, probe=kind_name, config=config, profile=profile, binding=binding,
-                     group=group, **timing)
+                     group=group, vantages=vantages, quorum=quorum, **timing)
+
+    def vantages(self, table: dict[str, Any], where: str, base: dict[str, Any]) -> tuple[tuple[str, ...], int | None]:
+        """``vantages`` and ``quorum`` of a check (or inherited from ``[defaults]``)."""
+        names = table.get("vantages", base.get("vantages"))
+        quorum = table.get("quorum", base.get("quorum"))
+        source = where if "vantages" in table else "[defaults]"
+        if names is None:
+            if quorum is not None:
+                raise self.error('a quorum needs the vantages it counts (add vantages = ["bj", "sh", "gz"])',
+                                 where if "quorum" in table else "[defaults]", "quorum")
+            return (), None
+        if (not isinstance(names, list) or not names
+                or not all(isinstance(n, str) and NAME_RE.match(n) for n in names)):
+            raise self.error(f'expected a non-empty list of vantage names like ["bj", "sh"] (lower-case '
+                             f'letters, digits, ".", "_" or "-"), got {_show(names)}', source, "vantages")
+        if QUORUM_VANTAGE in names:
+            raise self.error(f'"{QUORUM_VANTAGE}" is reserved (the vantage of the rounds merged by the '
+                             'quorum); name the agent otherwise', source, "vantages")
+        if len(set(names)) < len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise self.error(f'the vantage "{twice}" is named twice', source, "vantages")
+        if quorum is None:
+            return tuple(names), len(names)
+        quorum_at = where if "quorum" in table else "[defaults]"
+        if isinstance(quorum, bool) or not isinstance(quorum, int) or quorum < 1:
+            raise self.error(f"expected a whole number of vantages of at least 1, got {_show(quorum)}",
+                             quorum_at, "quorum")
+        if quorum > len(names):
+            raise self.error(f"{quorum} is more than the {len(names)} vantages named "
+                             f"({', '.join(names)}): no round could ever reach it", quorum_at, "quorum")
+        return tuple(names), quorum
 
     def timing(self, table: dict[str, Any], where: str, base: dict[str, Any]) -> dict[str, Any]:
         interval = self.duration(table, "interval", where) or base["interval"]

@@ -208,7 +208,7 @@ CASES = [
         intervall = "1m"
         ''',
          'profile.toml: [defaults]: key "intervall": unknown key; expected one of interval, '
-         "timeout, retry_interval, confirm, labels"),
+         "timeout, retry_interval, confirm, labels, vantages, quorum"),
     case("defaults-confirm-zero", '''
         [profile]
         name = "acme"
