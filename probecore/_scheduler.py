@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import trio
 
 from ._durations import format_duration
-from ._errors import ProbecoreError
+from ._errors import PluginError, ProbecoreError
 from ._groups import member_check
 from ._probe import CheckContext, ProbeKind, describe_target
 from ._profile import Check
@@ -64,10 +65,13 @@ class Scheduler:
 
     def __init__(self, checks: Sequence[Check], probes: Any, *, submit: Callable[[SLIRecord], None],
                  clock: Any, vantage: str, max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-                 per_host: int = DEFAULT_PER_HOST):
+                 per_host: int = DEFAULT_PER_HOST, should_run: Callable[[Check], bool] | None = None):
         if max_concurrency < 1 or per_host < 1:
             raise ValueError("concurrency limits must be at least 1")
         self._submit = submit
+        # probe agent: several agents of one vantage share the checks; each slot runs only on
+        # the agent that owns the check then (probecore._agent), the others skip it uncounted.
+        self._should_run = should_run
         self._clock = clock
         self.vantage = vantage
         self._limit = trio.CapacityLimiter(max_concurrency)
@@ -92,12 +96,28 @@ class Scheduler:
     def _epoch(self) -> float:
         return self._clock.now().timestamp()
 
+    @asynccontextmanager
+    async def _lifespans(self) -> AsyncIterator[None]:
+        """Each kind's :meth:`~probecore.ProbeKind.lifespan` around the attempts (exited also on
+        cancel, in reverse order)."""
+        kinds: dict[int, tuple[ProbeKind[Any], str, list[Any]]] = {}
+        for planned in self._planned:
+            kinds.setdefault(id(planned.kind), (planned.kind, planned.owner, []))[2].append(planned.check.config)
+        async with AsyncExitStack() as stack:
+            for kind, owner, configs in kinds.values():
+                try:
+                    await stack.enter_async_context(kind.lifespan(configs))
+                except Exception as exc:
+                    raise PluginError(f"plugin {owner}: probe kind {kind.kind} could not start: "
+                                      f"{type(exc).__name__}: {exc}") from exc
+            yield
+
     async def run(self) -> None:
         """Run every check at its slots until cancelled."""
         # One start time for all: starting 10,000 tasks takes a while, and a check whose task
         # first runs late must run its first slot late, not skip it.
         start = self._epoch()
-        async with trio.open_nursery() as nursery:
+        async with self._lifespans(), trio.open_nursery() as nursery:
             for planned in self._planned:
                 nursery.start_soon(self._loop, planned, start, name=f"check {planned.check.full_id}")
             nursery.start_soon(_freeze_heap_after_startup)
@@ -117,11 +137,12 @@ class Scheduler:
         async def one(planned: _Planned, slot: float) -> None:
             records.append(await self._attempt(planned, slot))
 
-        for wave in (first, then):
-            now = self._epoch()
-            async with trio.open_nursery() as nursery:
-                for planned in wave:
-                    nursery.start_soon(one, planned, now)
+        async with self._lifespans():
+            for wave in (first, then):
+                now = self._epoch()
+                async with trio.open_nursery() as nursery:
+                    for planned in wave:
+                        nursery.start_soon(one, planned, now)
         return records
 
     async def _loop(self, planned: _Planned, start: float) -> None:
@@ -131,6 +152,9 @@ class Scheduler:
         while True:
             stats.next_due = slot
             await trio.sleep_until(trio.current_time() + max(0.0, slot - self._epoch()))
+            if self._should_run is not None and not self._should_run(check):
+                slot = _next_slot(slot, interval, offset, inclusive=False)
+                continue
             record = await self._attempt(planned, slot)
             grid_next = _next_slot(slot, interval, offset, inclusive=False)
             now = self._epoch()
@@ -164,6 +188,17 @@ class Scheduler:
             during = f" (during {ctx.current_phase})" if ctx.current_phase else ""
             observation = Observation.fail(
                 "timeout", f"no result within {format_duration(check.timeout)}{during}")
+        elif isinstance(observation, Observation) and observation.outcome == "ok" \
+                and duration > float(check.timeout):
+            # The deadline passed but the cancel scope never got to fire: the probe returned
+            # without reaching a checkpoint after it (a shielded cleanup, a thread that cannot be
+            # abandoned, or a trio loop so busy that the result and the deadline landed in the
+            # same turn). An answer later than the timeout is a timeout, whatever it said.
+            # (A fail or an error keeps its own, more precise reason.)
+            observation = Observation.fail(
+                "timeout", f"no result within {format_duration(check.timeout)} "
+                f"(the attempt took {format_duration(round(duration, 3))})",
+                details=observation.details)
         elif not isinstance(observation, Observation):
             observation = Observation.error(
                 "plugin_crash", f"plugin {planned.owner} returned {type(observation).__name__}, "

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from datetime import timedelta
+from functools import partial
 
 import pytest
 import trio
 
+import probecore
 from probecore import load_profile, parse_timestamp
 from probecore._runner import RunOptions, run_profile
 from probecore._scheduler import Scheduler
@@ -229,3 +232,77 @@ async def test_once_runs_binding_checks_before_the_checks_bound_to_them(tmp_path
     started = {r.check.split("/")[1]: seconds_since_start(r.started_at) for r in result.records}
     assert started["dns"] == 0
     assert started["site"] == started["other"] == pytest.approx(2.0)  # after the binding's verdict
+
+
+async def test_an_answer_after_the_timeout_is_a_timeout(tmp_path, autojump_clock):
+    """A probe that ignores cancellation (shielded) and answers ok after 8 s of a 5 s timeout:
+    the cancel scope never fired, but the record is a timeout all the same (was: ``ok``)."""
+    profile, host = profile_of(tmp_path, check_table("late", sleep="8s", shielded=True,
+                                                     timeout="5s"))
+    records = []
+    scheduler = Scheduler(profile.checks, host.probes, submit=records.append,
+                          clock=TrioWallClock(DEFAULT_START), vantage="t")
+    [record] = await scheduler.run_once()
+    assert record.outcome == "fail"
+    assert (record.failure.code, record.failure.attribution) == ("timeout", "provider")
+    assert record.failure.message == "no result within 5s (the attempt took 8s)"
+    assert record.duration_s == pytest.approx(8.0)
+    assert record.phases["work"] == pytest.approx(8.0)
+    assert records == [record]
+
+
+class BlockingConfig(probecore.ProbeConfig):
+    port: int
+
+
+class BlockingProbe(probecore.ProbeKind[BlockingConfig]):
+    """Reads a server's greeting with a blocking socket in a thread trio cannot abandon, as a
+    plugin wrapping a blocking client naively would (``trio.to_thread.run_sync`` without
+    ``abandon_on_cancel``)."""
+
+    kind = "blocking"
+    Config = BlockingConfig
+    unit = "s"
+
+    def target(self, config: BlockingConfig) -> str:
+        return f"127.0.0.1:{config.port}"
+
+    async def check(self, config: BlockingConfig, ctx: probecore.CheckContext) -> probecore.Observation:
+        def greeting() -> bytes:
+            with socket.create_connection(("127.0.0.1", config.port), timeout=10) as sock:
+                return sock.recv(100)
+
+        with ctx.phase("greeting"):
+            data = await trio.to_thread.run_sync(greeting)
+        return probecore.Observation.ok(details={"greeting": data.decode()})
+
+
+class BlockingPlugin:
+    @probecore.hookimpl
+    def probecore_add_probes(self, registry):  # type: ignore[no-untyped-def]
+        registry.add(BlockingProbe)
+
+
+async def test_a_thread_that_cannot_be_abandoned_overruns_into_a_timeout(tmp_path, nursery):
+    """A loopback server that greets after 1 s, a probe blocked on it in a thread with a 200 ms
+    timeout: trio cannot cancel the thread, the probe returns ok at once when the thread does,
+    and the record says timeout (was: ``ok`` with a duration five times its timeout)."""
+    async def slow_greeting(stream: trio.SocketStream) -> None:
+        await trio.sleep(1.0)
+        await stream.send_all(b"hello\r\n")
+        await trio.sleep_forever()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, slow_greeting, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    host = make_host(BlockingPlugin())
+    text = (f'[profile]\nname = "sim"\n[defaults]\ntimeout = "200ms"\n'
+            f'[[check]]\nid = "slow"\nprobe = "blocking"\nport = {port}\n')
+    profile = load_profile(write_profile(tmp_path, text), host.probes)
+    result = await run_profile(profile, host, MemoryStore(),
+                               RunOptions(once=True, handle_signals=False, vantage="t"))
+    [record] = result.records
+    assert record.duration_s > 0.2
+    assert record.outcome == "fail"
+    assert (record.failure.code, record.failure.attribution) == ("timeout", "provider")
+    assert record.failure.message.startswith("no result within 200ms (the attempt took ")
+    assert record.details == {"greeting": "hello\r\n"}  # what it said, kept as evidence
