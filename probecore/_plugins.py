@@ -24,8 +24,10 @@ from ._errors import PluginError, UsageError
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "probecore_plugins.tcp",
     "probecore_plugins.web",
+    "probecore_plugins.browser",
     "probecore_plugins.dns",
     "probecore_plugins.sqlite",
+    "probecore_plugins.postgresql",
     "probecore_plugins.ftp",
     "probecore_plugins.power",
     "probecore_plugins.mail",
@@ -36,10 +38,34 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 )
 """Module names of the built-in plugins, registered in this order before any third party."""
 
+BUILTIN_DEFERRED: dict[str, dict[str, tuple[str, ...]]] = {
+    "probecore_plugins.web": {"probecore_add_probes": ("web",)},
+    "probecore_plugins.dns": {"probecore_add_probes": ("dns",)},
+    "probecore_plugins.ftp": {"probecore_add_probes": ("ftp",)},
+    "probecore_plugins.power": {"probecore_add_probes": ("power",)},
+    "probecore_plugins.mail": {"probecore_add_probes": ("mail",)},
+    "probecore_plugins.ping": {"probecore_add_probes": ("ping",)},
+    "probecore_plugins.notifiers": {"probecore_add_notifiers": ("apprise", "console", "email", "webhook")},
+}
+"""Built-in plugins that only add these names (per registration hook): each is imported, with
+its client libraries, the first time something names one of them (a profile's probe kind or
+channel kind) or lists them all, so that `probe run --once` of one tcp check does not pay for
+dnspython, aioftp, h11 and smtplib. A test checks each entry against what the module adds."""
+
+KINDS_ENTRY_POINT_GROUP = "probecore.probe_kinds"
+"""Optional entry-point metadata for third-party plugins that only add probe kinds: an entry
+``KIND = "PLUGIN"`` in this group says the plugin whose entry point in the ``probecore`` group is
+named PLUGIN adds the probe kind KIND, and such a plugin is loaded on first use of one of its kinds
+(its ``probecore`` entry point is still where it is loaded from). A plugin declared this way must
+implement no hook but ``probecore_add_probes``."""
+
 ENTRY_POINT_GROUP = "probecore"
 AUTOLOAD_ENV = "PROBECORE_DISABLE_PLUGIN_AUTOLOAD"
 
 T = TypeVar("T")
+
+Deferral = tuple[Callable[[], object], dict[str, tuple[str, ...]]]
+"""How to import a plugin whose loading waits for first use, and what it adds per hook."""
 
 
 class Registry(Generic[T]):
@@ -50,11 +76,14 @@ class Registry(Generic[T]):
     installed and the closest match.
     """
 
-    def __init__(self, what: str):
+    def __init__(self, what: str, deferred: _Deferred | None = None, hook_name: str = ""):
         self.what = what
+        self._hook_name = hook_name
         self._items: dict[str, T] = {}
         self._owners: dict[str, str] = {}
         self._plugin = "<unknown plugin>"
+        # Names that plugins not imported yet will add; a miss loads the one that adds it.
+        self._deferred = deferred
 
     def add(self, item: T, *, name: str | None = None) -> None:
         """Add *item* under *name* (default: the item's ``kind`` attribute)."""
@@ -66,18 +95,33 @@ class Registry(Generic[T]):
         if name in self._items:
             raise PluginError(f"plugin {self._plugin}: {self.what} {name!r} is already added "
                               f"by plugin {self._owners[name]}")
+        owner = self._deferred.owner_of(self._hook_name, name) if self._deferred is not None else None
+        if owner is not None and owner != self._plugin:
+            raise PluginError(f"plugin {self._plugin}: {self.what} {name!r} is already added "
+                              f"by plugin {owner}")
         self._items[name] = item
         self._owners[name] = self._plugin
 
+    def _resolve(self, name: str) -> bool:
+        """Load the deferred plugin that adds *name*, if any; whether *name* is now known."""
+        if name not in self._items and self._deferred is not None:
+            self._deferred.load_for(self._hook_name, name)
+        return name in self._items
+
+    def _complete(self) -> dict[str, T]:
+        """Every item, after loading every deferred plugin (for listings and suggestions)."""
+        if self._deferred is not None:
+            self._deferred.load_all()
+        return self._items
+
     def get(self, name: str) -> T:
         """The item added under *name*, or a :class:`UsageError` naming what exists."""
-        try:
+        if self._resolve(name):
             return self._items[name]
-        except KeyError:
-            raise UsageError(self.unknown_message(name)) from None
+        raise UsageError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:
-        known = sorted(self._items)
+        known = sorted(self._complete())
         hint = difflib.get_close_matches(name, known, n=1)
         message = f'unknown {self.what} "{name}"'
         if hint:
@@ -86,16 +130,53 @@ class Registry(Generic[T]):
 
     def owner(self, name: str) -> str:
         """The name of the plugin that added *name*."""
+        self._resolve(name)
         return self._owners[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return isinstance(name, str) and self._resolve(name)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
+        return iter(sorted(self._complete()))
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._complete())
+
+
+class _Deferred:
+    """Plugins that only add names to registries, registered on first use of one of the names.
+
+    Loading one registers it with the plugin manager exactly as an eager plugin is registered
+    and runs its registration hooks into the registries already built, so duplicates are
+    blamed the same way and ``probe plugins`` shows it like any other once loaded.
+    """
+
+    def __init__(self, host: PluginHost, plugins: dict[str, Deferral]):
+        self._host = host
+        self._pending = dict(plugins)  # plugin name -> (loader, {hook name: names it adds})
+
+    def owner_of(self, hook_name: str, item: str) -> str | None:
+        return next((name for name, (_, adds) in self._pending.items() if item in adds.get(hook_name, ())),
+                    None)
+
+    def load_for(self, hook_name: str, item: str) -> None:
+        owner = self.owner_of(hook_name, item)
+        if owner is not None:
+            self._load(owner)
+
+    def load_all(self) -> None:
+        for name in list(self._pending):
+            self._load(name)
+
+    def _load(self, name: str) -> None:
+        loader, _ = self._pending.pop(name)
+        plugin = loader()
+        _register(self._host.pm, plugin, name)
+        _reject_unknown_hooks(self._host.pm)
+        for hook_name, registry in self._host._registries.items():
+            for impl in getattr(self._host.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name == name:
+                    self._host._call_registration(impl, hook_name, registry)
 
 
 @dataclass(frozen=True)
@@ -118,28 +199,39 @@ class PluginHost:
     """
 
     def __init__(self, pm: pluggy.PluginManager, builtin_names: Iterable[str] = (),
-                 versions: dict[str, str] | None = None):
+                 versions: dict[str, str] | None = None,
+                 deferred: dict[str, Deferral] | None = None):
         self.pm = pm
         self._builtin = set(builtin_names)
         self._versions = dict(versions or {})
         self._registries: dict[str, Registry[Any]] = {}
+        self._deferred = _Deferred(self, deferred or {})
 
     def _registry(self, hook_name: str, what: str) -> Registry[Any]:
         if hook_name not in self._registries:
-            registry: Registry[Any] = Registry(what)
+            registry: Registry[Any] = Registry(what, self._deferred, hook_name)
             caller = getattr(self.pm.hook, hook_name)
             for impl in caller.get_hookimpls():  # registration order: a later duplicate is blamed
-                registry._plugin = impl.plugin_name
-                try:
-                    impl.function(registry=registry)
-                except PluginError:
-                    raise
-                except Exception as exc:
-                    raise PluginError(f"plugin {impl.plugin_name}: {hook_name} failed: "
-                                      f"{type(exc).__name__}: {exc}") from exc
-            registry._plugin = "<unknown plugin>"
+                self._call_registration(impl, hook_name, registry)
             self._registries[hook_name] = registry
         return self._registries[hook_name]
+
+    @staticmethod
+    def _call_registration(impl: Any, hook_name: str, registry: Registry[Any]) -> None:
+        registry._plugin = impl.plugin_name
+        try:
+            impl.function(registry=registry)
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"plugin {impl.plugin_name}: {hook_name} failed: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            registry._plugin = "<unknown plugin>"
+
+    def load_all(self) -> None:
+        """Import every plugin whose loading was deferred until its probe kind is used."""
+        self._deferred.load_all()
 
     @property
     def probes(self) -> Registry[Any]:
@@ -163,8 +255,14 @@ class PluginHost:
     def event(self, event: Any) -> None:
         self.pm.hook.probecore_event(event=event)
 
-    def plugins(self) -> list[PluginInfo]:
-        """Every registered plugin with its distribution version and the hooks it implements."""
+    def plugins(self, *, loaded_only: bool = False) -> list[PluginInfo]:
+        """Every registered plugin with its distribution version and the hooks it implements.
+
+        :param loaded_only: leave out the plugins whose loading is still deferred (nothing in
+            this run used their probe kinds) instead of importing them.
+        """
+        if not loaded_only:
+            self.load_all()
         registries = {"probe kinds": self.probes, "objective kinds": self.evaluators,
                       "notifiers": self.notifiers, "stores": self.stores}  # fills them: errors show
         infos = []
@@ -173,7 +271,7 @@ class PluginHost:
                 continue
             hooks = tuple(sorted(c.name for c in self.pm.get_hookcallers(plugin) or ()))
             version = self._versions.get(name) or _own_version()
-            adds = {what: tuple(item for item in registry if registry.owner(item) == name)
+            adds = {what: tuple(sorted(item for item, owner in registry._owners.items() if owner == name))
                     for what, registry in registries.items()}
             infos.append(PluginInfo(name, version, hooks, name in self._builtin,
                                     {what: items for what, items in adds.items() if items}))
@@ -213,32 +311,49 @@ def make_plugin_manager(
         pm.set_blocked(name)
     builtin_names = list(builtins)
     versions: dict[str, str] = {}
+    deferred: dict[str, Deferral] = {}
+
+    def import_builtin(name: str) -> object:
+        try:
+            return import_module(name)
+        except ImportError as exc:
+            raise PluginError(f"built-in plugin {name} cannot be imported: {exc}") from exc
+
     for name in builtin_names:
         if pm.is_blocked(name):
             continue
-        try:
-            module = import_module(name)
-        except ImportError as exc:
-            raise PluginError(f"built-in plugin {name} cannot be imported: {exc}") from exc
-        _register(pm, module, name)
+        if name in BUILTIN_DEFERRED and import_module is importlib.import_module:
+            deferred[name] = (lambda name=name: import_builtin(name), BUILTIN_DEFERRED[name])
+            continue
+        _register(pm, import_builtin(name), name)
     if autoload is None:
         autoload = not os.environ.get(AUTOLOAD_ENV)
     if autoload:
+        kinds_of: dict[str, list[str]] = {}
+        for kind_ep in importlib.metadata.entry_points(group=KINDS_ENTRY_POINT_GROUP):
+            kinds_of.setdefault(kind_ep.value.strip(), []).append(kind_ep.name)
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+            if pm.is_blocked(ep.name) or pm.has_plugin(ep.name) or ep.name in deferred:
                 continue
-            try:
-                plugin = ep.load()
-            except Exception as exc:
-                raise PluginError(f"plugin {ep.name} ({ep.value}) cannot be loaded: "
-                                  f"{type(exc).__name__}: {exc}") from exc
-            _register(pm, plugin, ep.name)
             if ep.dist is not None:
                 versions[ep.name] = ep.dist.version
+            if ep.name in kinds_of:
+                deferred[ep.name] = (lambda ep=ep: _load_entry_point(ep),
+                                     {"probecore_add_probes": tuple(kinds_of[ep.name])})
+                continue
+            _register(pm, _load_entry_point(ep), ep.name)
     for plugin in extra:
         _register(pm, plugin, _unique_name(pm, plugin))
     _reject_unknown_hooks(pm)
-    return PluginHost(pm, builtin_names, versions)
+    return PluginHost(pm, builtin_names, versions, deferred)
+
+
+def _load_entry_point(ep: importlib.metadata.EntryPoint) -> object:
+    try:
+        return ep.load()
+    except Exception as exc:
+        raise PluginError(f"plugin {ep.name} ({ep.value}) cannot be loaded: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 def _unique_name(pm: pluggy.PluginManager, plugin: object) -> str:

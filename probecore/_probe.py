@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
@@ -91,6 +91,25 @@ class ProbeKind(Generic[C]):
     async def check(self, config: C, ctx: CheckContext) -> Observation:
         """Run one attempt and return what was observed."""
         raise NotImplementedError
+
+    @asynccontextmanager
+    async def lifespan(self, configs: Sequence[C]) -> AsyncIterator[None]:
+        """The kind's life in one run: resources its attempts share (a browser process, a pool).
+
+        The scheduler instantiates each kind once per run and enters this context manager once,
+        before the first attempt of the kind, with the configs of the run's checks of this kind;
+        it exits it after the last attempt has ended — also when the run is cancelled (SIGINT,
+        ``--for``), so the exit must release everything it started, shielding and bounding any
+        waiting it needs (``with trio.move_on_after(5) as s: s.shield = True``). The default does
+        nothing: most kinds need no lifespan.
+
+        Entering must not fail because a *target* is down or a resource cannot be had yet:
+        remember the problem and let ``check`` report it as an ``error`` record, so one broken
+        resource does not stop the other checks. An exception that escapes the entry stops the
+        run as a plugin error. ``check`` may also be called outside a lifespan (a test, a
+        one-off); a kind that needs one then opens it around that single attempt.
+        """
+        yield
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)

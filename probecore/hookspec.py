@@ -45,6 +45,11 @@ def probecore_add_probes(registry: Registry[type[ProbeKind]]) -> None:
     profile's ``probe = "..."`` names), a ``Config`` struct (the kind's own keys of a
     ``[[check]]`` table; unknown keys are errors) and ``async def check(config, ctx)``.
 
+    A kind whose attempts share something costly to start (the ``browser`` kind's Chromium)
+    overrides :meth:`probecore.ProbeKind.lifespan`, an async context manager the scheduler
+    enters once per run before the kind's first attempt and exits after its last one, also
+    when the run is cancelled; the exit must stop whatever the kind started.
+
     :param registry: the probe-kind registry of this run. Adding a kind another plugin already
         added is an error naming both plugins.
     """
