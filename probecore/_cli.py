@@ -105,8 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     when = report.add_mutually_exclusive_group()
     when.add_argument("--month", metavar="YYYY-MM", help="the month to judge (default: the current one, to date)")
     when.add_argument("--year", metavar="YYYY", help="judge the yearly objectives (period = \"year\") of this year")
-    report.add_argument("--format", choices=("table", "json", "markdown"), default="table",
-                        help="table (default), json (schema: 'probe schema report') or markdown")
+    report.add_argument("--format", choices=("table", "json", "markdown", "html"), default="table",
+                        help="table (default), json (schema: 'probe schema report'), markdown, or html "
+                        "(one self-contained page with charts)")
+    report.add_argument("-o", "--output", metavar="FILE", default=None,
+                        help="write the report to FILE instead of stdout")
     report.add_argument("--objective", metavar="ID", action="append", default=None,
                         help="only this objective (repeatable)")
     _store_option(report)
@@ -298,7 +301,7 @@ def _open(url: str | None, profile_name: str, host: PluginHost) -> Store:
 
 
 def _header(profile: Profile, store: Store, vantage: str, host: PluginHost) -> str:
-    plugins = ", ".join(f"{i.name} {i.version}" for i in host.plugins())
+    plugins = ", ".join(f"{i.name} {i.version}" for i in host.plugins(loaded_only=True))
     return (f"probecore {_own_version()} · profile {profile.name} ({len(profile.checks)} checks) · "
             f"store {store.url} · vantage {vantage}\nplugins: {plugins}")
 
