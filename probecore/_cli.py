@@ -307,8 +307,6 @@ def _header(profile: Profile, store: Store, vantage: str, host: PluginHost) -> s
 
 
 def cmd_run(args: argparse.Namespace, host: PluginHost) -> int:
-    from rich.live import Live
-
     from ._display import JsonLines, LiveTable, make_console, results_table
 
     if (args.junit or args.github) and not args.once:
@@ -319,12 +317,14 @@ def cmd_run(args: argparse.Namespace, host: PluginHost) -> int:
     json_mode = args.json or not sys.stdout.isatty()
     store = _open(args.store, profile.name, host)
     try:
-        console = make_console(stderr=json_mode)
+        console = make_console(stderr=json_mode, plain_when_piped=json_mode)
         console.print(_header(profile, store, options.vantage, host), style="dim")
         on_stored = [JsonLines().stored] if json_mode else []
         if json_mode or args.once:
             result = trio.run(lambda: run_profile(profile, host, store, options, on_stored=on_stored))
         else:
+            from rich.live import Live
+
             table = LiveTable(profile, options.vantage)
             with Live(table, console=console, refresh_per_second=4, transient=False):
                 result = trio.run(lambda: run_profile(profile, host, store, options,

@@ -22,7 +22,7 @@ from probecore import hookspec
 from probecore._plugins import BUILTIN_DEFERRED, make_plugin_manager
 from probecore.testing import make_host, write_profile
 
-HEAVY = ("dns", "aioftp", "h11", "smtplib", "imaplib", "poplib", "pysnmp", "apprise")
+HEAVY = ("dns", "aioftp", "h11", "smtplib", "imaplib", "poplib", "pysnmp", "apprise", "rich")
 
 
 @pytest.mark.parametrize("module", sorted(BUILTIN_DEFERRED))
