@@ -171,7 +171,9 @@ class Scheduler:
     async def _attempt(self, planned: _Planned, slot: float) -> SLIRecord:
         check, kind = planned.check, planned.kind
         ctx = CheckContext(check.full_id, self.vantage)
-        async with self._limit, self._host_limit(planned.host_key):
+        # The host's limit first: an attempt queued behind its (slow) host must not hold one of
+        # the global slots meanwhile, or a few hostile hosts starve every other check.
+        async with self._host_limit(planned.host_key), self._limit:
             started = self._clock.now()
             began = trio.current_time()
             observation: Observation | None = None

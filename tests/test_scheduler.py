@@ -185,6 +185,23 @@ async def test_concurrency_limits(tmp_path, autojump_clock, hosts, limits, expec
     assert late[-1] == pytest.approx(expected_seconds - 1.0, abs=0.01)  # waiting shows as lateness
 
 
+async def test_a_busy_host_does_not_hold_the_global_slots(tmp_path, autojump_clock):
+    """Three attempts queued on host a (one at a time) and one on host b, two global slots: b
+    starts at once (was: the queued attempts of a held the global slots while they waited for
+    their host, so b started 2 s late)."""
+    hosts = ["a", "a", "a", "b"]
+    checks = "".join(check_table(f"c{i}", sleep="1s", host=h) for i, h in enumerate(hosts))
+    profile, host = profile_of(tmp_path, checks)
+    records = []
+    scheduler = Scheduler(profile.checks, host.probes, submit=records.append,
+                          clock=TrioWallClock(DEFAULT_START), vantage="t", max_concurrency=2,
+                          per_host=1)
+    await scheduler.run_once()
+    late = {r.check: r.lateness_s for r in records}
+    assert late["sim/c3"] == pytest.approx(0.0, abs=0.01)
+    assert sorted(late.values()) == pytest.approx([0.0, 0.0, 1.0, 2.0], abs=0.01)
+
+
 async def test_secrets_are_scrubbed_from_records(tmp_path, autojump_clock, monkeypatch):
     monkeypatch.setenv("SIM_PASSWORD", "hunter2-very-secret")
     profile, host = profile_of(tmp_path, '[[check]]\nid = "login"\nprobe = "scripted"\n'
