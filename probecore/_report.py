@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import io
 import re
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -27,19 +29,41 @@ def run_report(args: argparse.Namespace, host: PluginHost) -> int:
         if wanted not in known:
             raise UsageError(f'probe report: --objective: no objective "{wanted}" in {profile.path}; '
                              f"objectives: {', '.join(sorted(known)) or 'none'}")
+    if args.output and args.format == "table":
+        raise UsageError("probe report: -o: a file gets --format json, markdown or html, not the table")
     store = open_store(args.store or default_store_url(profile.name), host.stores.get)
     try:
         report = evaluate_profile(profile, store, host.evaluators, period, now=now, only=args.objective)
+        if args.format == "html":
+            from ._report_html import render_html, report_extras
+
+            html = render_html(report, report_extras(profile, store, period, now, report))
     finally:
         store.close()
-    out = sys.stdout
-    if args.format == "json":
+    out = io.StringIO() if args.output else sys.stdout
+    if args.format == "html":
+        out.write(html)
+    elif args.format == "json":
         out.write(msgspec.json.format(msgspec.json.encode(report), indent=2).decode() + "\n")
     elif args.format == "markdown":
         out.write(render_markdown(report))
     else:
         render_table(report)
+    if args.output:
+        _write(args.output, out.getvalue())
     return 0 if report.met else 1
+
+
+def _write(path: str, text: str) -> None:
+    """Write *text* to *path* whole (a temp file renamed over it: a reader never sees half)."""
+    target = Path(path)
+    temp = target.with_name(f".{target.name}.tmp")
+    try:
+        temp.write_text(text, encoding="utf-8")
+        temp.replace(target)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise UsageError(f"probe report: -o {path}: {exc.strerror or exc}") from None
 
 
 def _period(args: argparse.Namespace, zone: Any, now: datetime) -> Period:
