@@ -75,7 +75,7 @@ from ._record import (
     record_json_schema,
     timestamp_ms,
 )
-from ._secrets import Secret
+from ._secrets import Secret, redact
 from ._timeline import DOWN, EXCLUDED, UNKNOWN, UP
 from ._store import Store, StoreFactory, default_store_url, open_store
 from .hookspec import hookimpl
@@ -93,5 +93,5 @@ __all__ = [
     "counts_as_failure", "decode_event", "decode_record", "default_store_url", "encode_event",
     "encode_record", "format_duration", "format_timestamp", "hookimpl", "load_profile",
     "make_plugin_manager", "open_store", "parse_duration", "parse_timestamp",
-    "record_json_schema", "replay", "run_asyncio", "timestamp_ms",
+    "record_json_schema", "redact", "replay", "run_asyncio", "timestamp_ms",
 ]

@@ -32,6 +32,7 @@ from ._durations import Duration, format_duration
 from ._groups import is_member
 from ._incidents import IncidentEvent
 from ._record import Failure, Timestamp, format_timestamp, format_timestamp_ms, timestamp_ms
+from ._secrets import redact
 
 NOTICE_SCHEMA_ID = "probecore.notice/1"
 NoticeKind = Literal["suspected", "confirmed", "resolved", "flap", "repeat", "escalated", "test",
@@ -127,15 +128,21 @@ class DeliveryContext:
         self._revealed: set[str] = set()
 
     def reveal(self, secret: Any) -> str:
+        """The value of *secret* (a :class:`Secret`); scrubbed from this attempt's error."""
         value = secret.reveal()
         self._revealed.add(value)
         return value
 
+    def conceal(self, value: str) -> None:
+        """Scrub *value* from this attempt's error like a revealed secret: for sensitive text
+        that is not a secret reference (a token in a URL's query or user info)."""
+        if value:
+            self._revealed.add(value)
+
     def scrub(self, text: str) -> str:
-        for value in self._revealed:
-            if value:
-                text = text.replace(value, "***")
-        return text
+        """*text* without any revealed or concealed value, in any encoded form
+        (:func:`probecore.redact`)."""
+        return redact(text, self._revealed)
 
 
 class Notifier(Generic[C]):

@@ -9,7 +9,8 @@ Keys (a ``[[check]]`` table):
 
 * ``smtp_host``, ``smtp_port``, ``smtp_tls = "starttls" | "implicit" | "none"`` (default
   ``starttls``; port 587, 465 for ``implicit``, 25 for ``none``). The sender always
-  authenticates (AUTH PLAIN or LOGIN, as the server offers; smtplib picks).
+  authenticates, once per attempt, with the best mechanism the server offers (PLAIN, else
+  LOGIN, else CRAM-MD5): a wrong password is refused once, not once per mechanism.
 * ``receive = "imap" | "pop3"`` (default ``imap``), ``receive_host`` (default: ``smtp_host``),
   ``receive_port``, ``receive_tls = "implicit" | "starttls" | "none"`` (default ``implicit``:
   993 / 995; 143 / 110 otherwise).
@@ -29,7 +30,9 @@ Keys (a ``[[check]]`` table):
 * ``folder`` (``INBOX``) is where mail should arrive; ``junk_folders`` (default ``["Junk",
   "Spam"]``) are also watched over IMAP: a message found there fails ``junk_folder``.
 * ``idle = true`` uses IMAP IDLE when the server offers it; otherwise (or ``false``) the probe
-  polls. Either way the waits between searches grow: first 50 ms, each 1.5× the last, at most
+  polls, with a ``NOOP`` before each search (servers such as dovecot show new mail to a
+  selected mailbox only when a command lets them report it: without it the message appears
+  seconds late). Either way the waits between searches grow: first 50 ms, each 1.5× the last, at most
   ``poll_max`` (default 5s). With IDLE a wait ends early when the server reports a change; the
   short first waits matter because servers batch their IDLE notices (dovecot: 0.5 s), and the
   cap keeps junk folders (which do not wake an INBOX IDLE) checked.
@@ -71,7 +74,9 @@ carries the slowest delivered pair's value.
 Failure codes: ``smtp_auth`` (customer: 535, no AUTH offered), ``imap_auth`` / ``pop3_auth``
 (customer: login refused); ``smtp_connect`` (provider: refused, unreachable, TLS handshake,
 connection lost), ``smtp_rejected`` (provider: a 4xx/5xx to MAIL, RCPT or DATA; reply code in
-``details.smtp_reply``), ``imap_connect`` / ``pop3_connect`` (provider), ``not_delivered``
+``details.smtp_reply``), ``imap_connect`` / ``pop3_connect`` (provider), ``reply_too_large``
+(provider: a reply of any of the three servers over 4 MiB or 20,000 lines, or a line over
+the client's own limit: the probe stops reading it), ``not_delivered``
 (provider, ``third_party`` with ``external``), ``junk_folder`` (provider), ``too_slow``
 (provider / ``third_party``). ``error`` outcomes: a missing secret (``probe_error``), an
 unreadable ``ca_file`` (``ca_file``).
@@ -83,9 +88,16 @@ Timeouts stay trio's: when the attempt is cancelled (the core's timeout, or ``de
 the trio side shuts down every socket the step's client opened (``shutdown(SHUT_RDWR)`` wakes a
 thread blocked in ``connect``/``recv`` at once), then waits, shielded and at most 2 s, until the
 thread has returned, and closes the sockets. So no thread keeps working and no connection stays
-open after an attempt. Sockets also carry ``io_timeout`` (default 60 s) as a backstop. The
-passwords are read through ``ctx.reveal`` (scrubbed from every record of the attempt) and no
-message the probe writes contains a command's argument.
+open after an attempt. Sockets also carry ``io_timeout`` (default 60 s) as a backstop. Every
+reply is bounded in bytes and lines (``_blocking``), so a hostile server costs at most a few
+megabytes and milliseconds of parsing. The passwords are read through ``ctx.reveal`` (scrubbed
+from every record of the attempt, in every form a protocol encodes them: see
+``probecore.redact``); no message the probe writes contains a command's argument, and a
+server's text in a message is redacted before it is shortened, so a cut never leaves part of a
+password.
+
+A message that another client deletes while the probe scans a POP3 maildrop (``-ERR`` to
+``TOP`` or ``DELE`` of a listed message) is skipped, not a failure.
 """
 
 from __future__ import annotations
@@ -124,17 +136,18 @@ from probecore import (
     Secret,
     format_duration,
     hookimpl,
+    redact,
 )
 
 from ._client import load_failure, tls_context
 
 # Blocking clients in worker threads that trio can abort: shared with the email channel.
-from ._blocking import CLOSE_GRACE
+from ._blocking import CLOSE_GRACE, BoundedReads, ReplyTooLarge, clip
 from ._blocking import SMTPClient as _SMTP
 from ._blocking import Sockets as _Sockets
 from ._blocking import Worker as _Worker
+from ._blocking import one_line as _one_line
 from ._blocking import reason as _reason
-from ._blocking import smtp_text as _smtp_text
 
 T = TypeVar("T")
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -266,24 +279,34 @@ class Failed(Exception):
         self.code, self.message, self.attribution, self.outcome = code, message, attribution, outcome
 
 
-class _IMAP(imaplib.IMAP4):
+class _IMAP(BoundedReads, imaplib.IMAP4):
     def __init__(self, sockets: _Sockets, context: ssl.SSLContext | None, host: str, port: int):
         self._pc_sockets = sockets
         self._pc_context = context
+        self._pc_where = f"IMAP {host} port {port}"
         super().__init__(host, port, timeout=sockets.io_timeout)
 
     def _create_socket(self, timeout: float | None) -> socket.socket:  # type: ignore[override]
         return self._pc_sockets.connect(self.host, self.port, self._pc_context)
 
+    def send(self, data: bytes) -> None:
+        self._pc_sent()
+        super().send(data)
 
-class _POP3(poplib.POP3):
+
+class _POP3(BoundedReads, poplib.POP3):
     def __init__(self, sockets: _Sockets, context: ssl.SSLContext | None, host: str, port: int):
         self._pc_sockets = sockets
         self._pc_context = context
+        self._pc_where = f"POP3 {host} port {port}"
         super().__init__(host, port, timeout=sockets.io_timeout)
 
     def _create_socket(self, timeout: float) -> socket.socket:  # type: ignore[override]
         return self._pc_sockets.connect(self.host, self.port, self._pc_context)
+
+    def _putline(self, line: bytes) -> None:  # every command goes through it
+        self._pc_sent()
+        super()._putline(line)  # type: ignore[misc]
 
 
 # ---- the message ------------------------------------------------------------------------------
@@ -484,6 +507,11 @@ class _ImapReceiver(_Receiver):
     def _look(self, token: str) -> Hit | None:
         """Search the watched folder (selected), then each junk folder (left selected if hit)."""
         try:
+            if not self.details.get("imap_idle"):
+                # Without IDLE, a NOOP lets the server sync the selected mailbox (dovecot shows
+                # new mail to a SEARCH only after a command that may report it: 4-5 s late).
+                assert self.client is not None
+                self.client.noop()
             num = self._search(token)
             if num is not None:
                 return Hit(self.config.folder, num, time.time())
@@ -495,6 +523,8 @@ class _ImapReceiver(_Receiver):
                     return Hit(name, num, time.time())
             if len(self.folders) > 1:
                 self._select(self.config.folder)
+        except ReplyTooLarge:
+            raise
         except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
             raise Failed("imap_connect", f"IMAP connection lost: {_reason(exc)}") from None
         return None
@@ -546,10 +576,6 @@ class _ImapReceiver(_Receiver):
             if line.startswith(tag):
                 return
 
-    def _noop(self) -> None:
-        assert self.client is not None
-        self.client.noop()
-
     async def wait_for(self, token: str, poll_max: float) -> Hit:
         interval = FIRST_POLL
         while True:
@@ -562,6 +588,8 @@ class _ImapReceiver(_Receiver):
                 else:
                     await trio.sleep(interval)
                 interval = min(interval * POLL_GROWTH, poll_max)
+            except ReplyTooLarge:
+                raise
             except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
                 raise Failed("imap_connect", f"IMAP connection lost: {_reason(exc)}") from None
 
@@ -608,7 +636,12 @@ class _Pop3Receiver(_Receiver):
         _, listing, _ = client.list()
         for line in listing:
             num = int(line.split()[0])
-            _, lines, _ = client.top(num, 0)
+            try:
+                _, lines, _ = client.top(num, 0)
+            except poplib.error_proto as exc:
+                if _pop_err(exc):  # "-ERR Message 3 expunged": another client deleted it
+                    continue
+                raise
             headers = b"\r\n".join(lines) + b"\r\n\r\n"
             value = BytesHeaderParser().parsebytes(headers).get(TOKEN_HEADER)
             if value:
@@ -623,7 +656,12 @@ class _Pop3Receiver(_Receiver):
             for num, token, _ in self._scan(client):
                 age = token_age(token, now)
                 if age is not None and age > sweep_after:
-                    client.dele(num)
+                    try:
+                        client.dele(num)
+                    except poplib.error_proto as exc:
+                        if not _pop_err(exc):  # -ERR: deleted by another client meanwhile
+                            raise
+                        continue
                     swept += 1
             client.quit()
         except (OSError, EOFError, poplib.error_proto) as exc:
@@ -724,7 +762,7 @@ def _submit(config: MailConfig, pair: Pair, password: str, message: bytes, socke
             client.login(pair.sender_login or pair.sender, password)
         except smtplib.SMTPAuthenticationError as exc:
             details["smtp_reply"] = exc.smtp_code
-            raise Failed("smtp_auth", f"SMTP AUTH refused: {exc.smtp_code} {_smtp_text(exc.smtp_error)}",
+            raise Failed("smtp_auth", f"SMTP AUTH refused: {exc.smtp_code} {_one_line(exc.smtp_error)}",
                          "customer") from None
         except smtplib.SMTPNotSupportedError:
             raise Failed("smtp_auth", f"{where}: the server offers no AUTH here", "customer") from None
@@ -733,11 +771,11 @@ def _submit(config: MailConfig, pair: Pair, password: str, message: bytes, socke
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             details["smtp_reply"] = code
-            raise Failed("smtp_rejected", f"RCPT: {code} {_smtp_text(text)}") from None
+            raise Failed("smtp_rejected", f"RCPT: {code} {_one_line(text)}") from None
         except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
             verb = "MAIL" if isinstance(exc, smtplib.SMTPSenderRefused) else "DATA"
             details["smtp_reply"] = exc.smtp_code
-            raise Failed("smtp_rejected", f"{verb}: {exc.smtp_code} {_smtp_text(exc.smtp_error)}") from None
+            raise Failed("smtp_rejected", f"{verb}: {exc.smtp_code} {_one_line(exc.smtp_error)}") from None
         details["smtp_reply"] = 250
         try:
             client.quit()
@@ -796,16 +834,21 @@ async def check_pair(config: MailConfig, pair: Pair, ctx: CheckContext, single: 
         recipient_password = ctx.reveal(pair.recipient_password)
         worker = _Worker(float(config.io_timeout), limiter)
         try:
-            return await _round_trip(config, pair, sender_password, recipient_password, worker,
-                                     timer, details, external, member)
+            try:
+                return await _round_trip(config, pair, sender_password, recipient_password,
+                                         worker, timer, details, external, member)
+            except ReplyTooLarge as exc:
+                raise Failed("reply_too_large", str(exc)) from None
         finally:
             await worker.close()
     except Failed as failed:
         phases = {} if single else timer.phases
+        # A server's text may echo a password in any encoding; redact it before shortening.
+        message = clip(redact(failed.message, ctx.revealed))
         if failed.outcome == "error":
-            return Observation.error(failed.code, failed.message, details=details, member=member,
+            return Observation.error(failed.code, message, details=details, member=member,
                                      phases=phases)
-        return Observation.fail(failed.code, failed.message, attribution=failed.attribution,
+        return Observation.fail(failed.code, message, attribution=failed.attribution,
                                 details=details, member=member, phases=phases)
     except ProbecoreError as exc:
         return Observation.error("probe_error", str(exc), details=details, member=member)
@@ -927,14 +970,16 @@ def _imap_text(value: Any) -> str:
         value = b" ".join(v for v in value if isinstance(v, bytes))
     if isinstance(value, bytes):
         value = value.decode(errors="replace")
-    return " ".join(str(value).split())[:200]
+    return _one_line(value)
 
 
 def _pop_text(exc: poplib.error_proto) -> str:
-    value = exc.args[0] if exc.args else ""
-    if isinstance(value, bytes):
-        value = value.decode(errors="replace")
-    return " ".join(str(value).split())[:200]
+    return _one_line(exc.args[0] if exc.args else "")
+
+
+def _pop_err(exc: poplib.error_proto) -> bool:
+    """Whether *exc* is the server's ``-ERR`` answer (not poplib's own complaint)."""
+    return bool(exc.args) and isinstance(exc.args[0], bytes) and exc.args[0].startswith(b"-ERR")
 
 
 class MailProbe(ProbeKind[MailConfig]):

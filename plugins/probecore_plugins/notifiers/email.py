@@ -3,8 +3,9 @@
 Keys (a ``[[channel]]`` table): ``host``; ``port`` (default 587; 465 with ``security = "tls"``);
 ``security = "starttls" | "tls" | "none"`` (default ``starttls``: the server must offer STARTTLS,
 nothing is sent in clear; ``tls`` is implicit TLS from the first byte); ``username`` and
-``password`` (a secret reference) for SMTP AUTH (with ``password`` alone the login name is the
-``sender`` address); ``sender`` (the ``From:`` address, also the envelope sender); ``to`` (one
+``password`` (a secret reference) for SMTP AUTH, once per attempt with the best mechanism the
+server offers (PLAIN, else LOGIN, else CRAM-MD5), so a wrong password counts once towards a
+lockout (with ``password`` alone the login name is the ``sender`` address); ``sender`` (the ``From:`` address, also the envelope sender); ``to`` (one
 address or more); ``verify = true`` checks the certificate and host name, ``ca_file`` adds a CA
 bundle to the system's; ``subject_prefix`` goes before the notice's title.
 
@@ -20,7 +21,12 @@ refused), a certificate not accepted, STARTTLS or AUTH not offered, a missing se
 unreadable ``ca_file`` are not (``retry=False``). When some recipients are accepted and the others
 refused for good (5xx), the notice counts as delivered: sending again would repeat it to those
 who have it and still not reach the others. Messages are one line; they never contain the
-password (it is read through ``ctx.reveal``, so the worker scrubs it too).
+password, in any form a server might echo (base64 of SASL PLAIN or LOGIN …): it is read
+through ``ctx.reveal``, and the server's text is scrubbed before it is shortened.
+
+Every reply is bounded (4 MiB, 20,000 lines, smtplib's 8 KiB line): a server that answers
+EHLO with endless ``250-`` lines, or a megabyte line, ends the attempt at once with "reply too
+large" (worth retrying: it is the server's fault, and the bound makes a retry cheap).
 
 The blocking client runs in a worker thread the way the ``mail`` probe runs it: when the route's
 timeout cancels ``send``, every socket of the attempt is shut down (waking the thread at once),
@@ -52,12 +58,13 @@ from probecore import (
     SecretError,
 )
 
+from .._blocking import ReplyTooLarge, clip
 from .._blocking import SMTPClient as _SMTP
-from .._client import load_failure, tls_context
 from .._blocking import Sockets as _Sockets
 from .._blocking import Worker as _Worker
+from .._blocking import one_line as _smtp_text
 from .._blocking import reason as _reason
-from .._blocking import smtp_text as _smtp_text
+from .._client import load_failure, tls_context
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
@@ -178,7 +185,10 @@ class EmailNotifier(Notifier[EmailConfig]):
         try:
             await worker.run(_submit, config, password, message, worker.sockets, context, where)
         except DeliveryError as exc:
-            raise DeliveryError(ctx.scrub(str(exc)), retry=exc.retry) from None
+            # A server's text may echo the password in any encoding: scrub, then shorten.
+            raise DeliveryError(clip(ctx.scrub(str(exc))), retry=exc.retry) from None
+        except ReplyTooLarge as exc:
+            raise DeliveryError(str(exc)) from None
         finally:
             await worker.close()
 

@@ -8,7 +8,11 @@ other statuses (4xx, 3xx: redirects are not followed) are not. The timeout is th
 delivery worker wraps ``send`` in ``trio.fail_after``, and every socket is closed on the way out.
 
 URLs are shown (``target``, error messages) without user info and without the query, where
-webhook providers tend to put tokens.
+webhook providers tend to put tokens. Both are also concealed (``ctx.conceal``): a receiver
+that echoes them in its reason phrase (``401 bad token abc…``), raw, percent-encoded or inside
+the Basic credentials, has them scrubbed from the error like a secret, before the reason is
+shortened, so they reach neither the outbox nor ``probe notify`` output. Parts shorter than
+:data:`MIN_CONCEALED` characters (``?v=1``) are not worth garbling every message for.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 import re
 import ssl
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 import h11
 import msgspec
@@ -43,6 +47,8 @@ RESERVED_HEADERS = frozenset({"host", "content-length", "content-type", "transfe
                               "idempotency-key", "x-probecore-event", "x-probecore-signature"})
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 MAX_RESPONSE_HEAD = 64 * 1024
+MAX_REASON = 100
+MIN_CONCEALED = 4
 
 
 class _Url(msgspec.Struct, frozen=True):
@@ -58,6 +64,13 @@ class _Url(msgspec.Struct, frozen=True):
     def shown(self) -> str:
         """Scheme, host, port and path: no user info, no query (either may hold a token)."""
         return f"{self.scheme}://{self.host_header}{self.target.split('?', 1)[0]}"
+
+    def sensitive(self) -> list[str]:
+        """What :attr:`shown` leaves out: the user info, and the query, whole and each value."""
+        query = self.target.split("?", 1)[1] if "?" in self.target else ""
+        parts = [self.username or "", self.password or "", query, unquote_plus(query)]
+        parts += [value for _, value in parse_qsl(query, keep_blank_values=True)]
+        return [p for p in dict.fromkeys(parts) if len(p) >= MIN_CONCEALED]
 
 
 def _parse_url(text: str) -> _Url:
@@ -134,6 +147,8 @@ class WebhookNotifier(Notifier[WebhookConfig]):
     def request(self, config: WebhookConfig, notice: Notice, ctx: DeliveryContext) -> tuple[_Url, bytes, list[tuple[str, str]]]:
         """The URL, body and headers of the POST for *notice* (reveals the secrets it needs)."""
         url = _parse_url(config.url)
+        for part in url.sensitive():
+            ctx.conceal(part)
         body = msgspec.json.encode(notice)
         headers = [("Host", url.host_header), ("User-Agent", USER_AGENT),
                    ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
@@ -160,6 +175,7 @@ class WebhookNotifier(Notifier[WebhookConfig]):
         status, reason = await _post(url, body, headers, config, where)
         if 200 <= status < 300:
             return
+        reason = ctx.scrub(reason)[:MAX_REASON]  # scrubbed before shortened: no half token left
         problem = f"{where}: {status} {reason}".rstrip()
         if 300 <= status < 400:
             raise DeliveryError(f"{problem} (redirects are not followed: update the url)", retry=False)
@@ -214,7 +230,7 @@ async def _post(url: _Url, body: bytes, headers: list[tuple[str, str]], config: 
                 continue
             if isinstance(event, h11.Response):
                 reason = event.reason.decode("latin-1", "replace").strip()
-                return event.status_code, " ".join(reason.split())[:100]
+                return event.status_code, " ".join(reason.split())
             if isinstance(event, h11.ConnectionClosed):
                 raise DeliveryError(f"{where}: connection closed before a response") from None
             # h11.InformationalResponse (100 Continue …): keep reading
