@@ -72,7 +72,8 @@ list) and its message names every problem found:
   ``insecure``, ``bogus``        no AD flag / the resolver found the signatures bad (Extended
                                  DNS Error) → ``zone_owner`` (whoever signs the zone);
   ``servfail``, ``refused``, ``bad_rcode``, ``malformed``, ``timeout``, ``connect_refused``
-  (nothing listens: ICMP port unreachable or TCP reset), ``connect_failed``
+  (nothing listens: ICMP port unreachable or TCP reset), ``connect_failed`` (also: the TCP
+  connection closed mid-answer; answers are bounded by DNS itself: 64 KiB, one message)
                                  an authoritative server failed → ``nameserver_owner``. The rule:
                                  a failing server is the fault of whoever runs the servers, and
                                  that is by default whoever runs the zone. Contract 001's customer
@@ -324,6 +325,13 @@ async def _exchange(query: dns.message.Message, address: str, port: int, timeout
                 await sock.close()
         except ConnectionRefusedError:
             result.code, result.reason = "connect_refused", "nothing listens (connection refused)"
+        except (EOFError, trio.BrokenResourceError) as exc:
+            # dnspython's TCP read: the server closed (or reset) before the whole answer came.
+            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else None
+            result.code = "connect_failed"
+            result.reason = ("connection closed before the answer"
+                             + (f" ({(cause.strerror or str(cause)).lower()})" if cause else "")
+                             + (" (TCP after truncation)" if result.tcp else ""))
         except OSError as exc:
             result.code, result.reason = "connect_failed", (exc.strerror or str(exc)).lower()
         except dns.exception.DNSException as exc:

@@ -98,6 +98,9 @@ evidence about the power, so the group rule leaves them out of the count):
 * ``not_found``: upsd has no UPS of that name (``ERR UNKNOWN-UPS``; the message lists the UPSes
   it has), the SNMP agent has no ``upsOutputSource``, or the Redfish chassis (or a resource it
   links) answers 404 or links neither ``PowerSubsystem`` nor ``Power``.
+* ``reply_too_large``: the endpoint's reply is over the probe's bounds and was cut off unread
+  (a NUT line over 64 KiB or a ``LIST`` over 10,000 lines or 1 MiB; a Redfish head over 64 KiB,
+  a body over 4 MiB or more than 32 ``1xx`` answers): a server that never ends its reply.
 * ``protocol``: any other ``ERR`` reply, SNMP error status or HTTP status, a reply the protocol
   does not allow (not JSON, not HTTP), a state that does not say whether power is delivered
   (below), or a TLS failure (the message carries the certificate error).
@@ -425,6 +428,8 @@ async def _read_nut(source: Source, address: Address, password: str | None,
             return Observation.error("unreachable", f"{where}: upsd has no current data ({exc})",
                                      details=base)
         return Observation.error("protocol", f"{where}: {exc}", details=base)
+    except _nut.NutReplyTooLarge as exc:
+        return Observation.error("reply_too_large", f"{where}: during {step}: {exc}", details=base)
     except _nut.NutProtocolError as exc:
         return Observation.error("protocol", f"{where}: during {step}: {exc}", details=base)
     except ssl.SSLError as exc:

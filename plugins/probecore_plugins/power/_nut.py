@@ -8,7 +8,8 @@ a ``BEGIN LIST ...`` / ``END LIST ...`` block. Arguments with spaces are double-
 
 Errors: an ``ERR`` reply raises :class:`NutError` carrying the code (``ACCESS-DENIED``,
 ``UNKNOWN-UPS``, ``DATA-STALE`` …); a reply that does not fit the protocol raises
-:class:`NutProtocolError`; a connection the server closes raises :class:`NutClosed`. Network
+:class:`NutProtocolError` (:class:`NutReplyTooLarge` when it is over the bounds below); a
+connection the server closes raises :class:`NutClosed`. Network
 errors (``OSError``, ``trio.BrokenResourceError``) pass through unchanged. Timeouts are the
 caller's cancel scopes: no method here waits on its own.
 """
@@ -24,7 +25,8 @@ import trio
 
 DEFAULT_PORT = 3493
 MAX_LINE = 64 * 1024
-MAX_LIST = 100_000
+MAX_LIST = 10_000            # lines of one LIST reply (a UPS has a few hundred variables at most)
+MAX_LIST_BYTES = 1024 * 1024  # bytes of one LIST reply
 
 AUTH_ERRORS = frozenset({"ACCESS-DENIED", "USERNAME-REQUIRED", "PASSWORD-REQUIRED",
                          "INVALID-USERNAME", "INVALID-PASSWORD", "USERNAME-DENIED",
@@ -48,6 +50,11 @@ class NutError(Exception):
 
 class NutProtocolError(Exception):
     """A reply that the protocol does not allow here (or a line that is far too long)."""
+
+
+class NutReplyTooLarge(NutProtocolError):
+    """A reply over the client's bounds: a line over :data:`MAX_LINE` bytes, or a list over
+    :data:`MAX_LIST` lines or :data:`MAX_LIST_BYTES` bytes (a server that never ends it)."""
 
 
 class NutClosed(NutProtocolError):
@@ -137,7 +144,7 @@ class NutClient:
                 del self._buffer[:end + 1]
                 return line.rstrip(b"\r").decode("utf-8", "replace")
             if len(self._buffer) > MAX_LINE:
-                raise NutProtocolError(f"reply line longer than {MAX_LINE} bytes")
+                raise NutReplyTooLarge(f"reply line longer than {MAX_LINE} bytes")
             chunk = await self.stream.receive_some(65536)
             if not chunk:
                 raise NutClosed("upsd closed the connection"
@@ -146,7 +153,10 @@ class NutClient:
 
     async def _reply(self, command: str) -> list[str]:
         """The next reply line's words; an ``ERR`` reply raises :class:`NutError`."""
-        line = await self.read_line()
+        return self._words(await self.read_line(), command)
+
+    @staticmethod
+    def _words(line: str, command: str) -> list[str]:
         words = split_line(line)
         if not words:
             raise NutProtocolError(f"{command}: empty reply")
@@ -173,15 +183,20 @@ class NutClient:
         if begin[:2] != ["BEGIN", "LIST"] or begin[2:] != list(query):
             raise NutProtocolError(f"{name}: expected 'BEGIN {name}', got {' '.join(begin)[:120]!r}")
         lines: list[list[str]] = []
+        size = 0
         while True:
-            words = await self._reply(name)
+            line = await self.read_line()
+            size += len(line) + 1
+            if size > MAX_LIST_BYTES:
+                raise NutReplyTooLarge(f"{name}: more than {MAX_LIST_BYTES // 1024} KiB without END LIST")
+            words = self._words(line, name)
             if words[:2] == ["END", "LIST"]:
                 if words[2:] != list(query):
                     raise NutProtocolError(f"{name}: mismatched {' '.join(words)[:120]!r}")
                 return lines
             lines.append(words)
             if len(lines) > MAX_LIST:
-                raise NutProtocolError(f"{name}: more than {MAX_LIST} lines")
+                raise NutReplyTooLarge(f"{name}: more than {MAX_LIST} lines without END LIST")
 
     # ---- commands ------------------------------------------------------------------------------
 

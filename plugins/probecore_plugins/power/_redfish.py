@@ -3,7 +3,8 @@ over HTTP(S) with h11 on trio streams, with basic or session authentication.
 
 :func:`read_chassis_power` returns a :class:`ChassisPower`; problems raise
 :class:`RedfishFailure` with the probe's code (``unreachable``, ``auth``, ``not_found``,
-``protocol``). One connection per request (``Connection: close``): a probe makes at most a
+``protocol``, ``reply_too_large``: a head over :data:`MAX_HEAD`, a body over :data:`MAX_BODY` or
+more than :data:`MAX_INFORMATIONAL` ``1xx`` answers). One connection per request (``Connection: close``): a probe makes at most a
 handful, and a fresh connection avoids keep-alive edge cases of BMCs.
 """
 
@@ -19,6 +20,8 @@ import h11
 import trio
 
 MAX_BODY = 4 * 1024 * 1024
+MAX_HEAD = 64 * 1024  # status line and headers
+MAX_INFORMATIONAL = 32
 SESSIONS = "/redfish/v1/SessionService/Sessions"
 
 
@@ -76,7 +79,7 @@ async def request(endpoint: Endpoint, method: str, path: str,
                     reason = str(getattr(cause, "reason", None) or cause or exc)
                 raise RedfishFailure("protocol", f"TLS: {reason}") from None
             stream = tls
-        conn = h11.Connection(h11.CLIENT)
+        conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
         headers = [("Host", f"{endpoint.host}:{endpoint.port}"), ("Accept", "application/json"),
                    ("Connection", "close"), ("OData-Version", "4.0"), *endpoint.headers]
         if body:
@@ -86,7 +89,7 @@ async def request(endpoint: Endpoint, method: str, path: str,
             data += conn.send(h11.Data(data=body))
         data += conn.send(h11.EndOfMessage())
         await stream.send_all(data)
-        status, reply_headers, chunks, size = 0, {}, [], 0
+        status, reply_headers, chunks, size, informational = 0, {}, [], 0, 0
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
@@ -98,11 +101,19 @@ async def request(endpoint: Endpoint, method: str, path: str,
             elif isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > MAX_BODY:
-                    raise RedfishFailure("protocol", f"{path}: body larger than {MAX_BODY} bytes")
+                    raise RedfishFailure("reply_too_large", f"{path}: body larger than {MAX_BODY} bytes")
                 chunks.append(bytes(event.data))
+            elif isinstance(event, h11.InformationalResponse):
+                informational += 1  # 1xx: the final response follows, unless they never end
+                if informational > MAX_INFORMATIONAL:
+                    raise RedfishFailure("reply_too_large", f"{path}: more than {MAX_INFORMATIONAL} "
+                                         "informational (1xx) responses")
             elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                 return status, reply_headers, b"".join(chunks)
     except h11.RemoteProtocolError as exc:
+        if exc.error_status_hint == 431:  # h11's bound on a head in progress
+            raise RedfishFailure("reply_too_large", f"{path}: response head longer than "
+                                 f"{MAX_HEAD // 1024} KiB") from None
         raise RedfishFailure("protocol", f"{path}: not HTTP: {exc}") from None
     except (trio.BrokenResourceError, OSError) as exc:
         raise RedfishFailure("protocol", f"{path}: connection broken: {exc}") from None

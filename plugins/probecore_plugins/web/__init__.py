@@ -40,7 +40,10 @@ With redirects followed, phases and ``processing`` add up over the hops.
 
 **Failure codes** (attribution): ``dns`` (``dns_attribution``, default third_party),
 ``connect_refused``, ``connect_timeout``, ``connect_failed`` (provider; unknown when this host
-has no route), ``tls``, ``closed``, ``bad_response``, ``http_status``, ``too_large``,
+has no route), ``tls``, ``closed``, ``bad_response``, ``reply_too_large`` (the status line and
+headers exceed 64 KiB: a server that never ends its head; or more than 32 ``1xx``
+responses), ``http_status``, ``too_large`` (the
+body exceeds ``max_body_bytes``),
 ``header_mismatch``, ``body_mismatch``, ``cert_expiring``, ``too_many_redirects``,
 ``too_slow`` (provider); the scheduler's ``timeout`` names the phase it cut short;
 ``dns_config`` / ``tls_config`` are ``error`` records (this host cannot judge).
@@ -79,6 +82,7 @@ __all__ = ["Threshold", "WebConfig", "WebProbe"]
 PHASES = ("resolve", "connect", "tls", "send", "wait", "transfer")
 RECEIVE_SIZE = 256 * 1024
 MAX_HEAD = 64 * 1024
+MAX_INFORMATIONAL = 32
 PREVIEW = 120
 
 
@@ -356,6 +360,7 @@ async def _read_response(conn: Connection, chunk: bytes, url: Url, limit: int, k
     body = bytearray()
     size = 0
     too_large = eof = False
+    informational = 0
     try:
         http.receive_data(chunk)
         while True:
@@ -384,11 +389,19 @@ async def _read_response(conn: Connection, chunk: bytes, url: Url, limit: int, k
             elif isinstance(event, h11.ConnectionClosed):
                 raise Failed("closed", f"{conn.address} closed the connection before the response "
                              "was complete")
-            # h11.InformationalResponse (1xx) is skipped: the final response follows.
+            elif isinstance(event, h11.InformationalResponse):
+                # Skipped: the final response follows. A server that sends 1xx for ever does not.
+                informational += 1
+                if informational > MAX_INFORMATIONAL:
+                    raise Failed("reply_too_large", f"{conn.address} sent more than "
+                                 f"{MAX_INFORMATIONAL} informational (1xx) responses")
     except h11.RemoteProtocolError as exc:
         if eof:  # h11's words for a body or head cut short by the peer's close
             raise Failed("closed", f"{conn.address} closed the connection before the response was "
                          "complete") from None
+        if exc.error_status_hint == 431:  # h11's bound on a head (or chunk header) in progress
+            raise Failed("reply_too_large", f"the response head from {conn.address} is longer than "
+                         f"{MAX_HEAD // 1024} KiB") from None
         raise Failed("bad_response", f"not a valid HTTP/1.1 response from {conn.address}: {exc}") from None
     assert head is not None
     return _Response(head.status_code, head.reason.decode("latin-1", "replace"), list(head.headers),
