@@ -52,7 +52,8 @@ From a plain thread (or a benchmark process), a context manager running its own 
         ... server.port ...
 
 From another process: ``python -m tests.servers.hostile BEHAVIOUR [--udp] [--greeting TEXT]
-[--count N]`` starts N servers and prints their ports, one a line, then serves until killed.
+[--script REPLY]... [--await-command] [--lead TEXT] [--line TEXT] [--count N]`` starts N
+servers and prints their ports, one a line, then serves until killed (SIGINT or SIGTERM).
 
 :class:`HostileServer` counts ``connections`` (TCP accepts or UDP requests) and ``bytes_sent``:
 tests use them to see that the probe really reached the misbehaviour and stopped reading.
@@ -305,12 +306,26 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.servers.hostile")
     parser.add_argument("behaviour")
     parser.add_argument("--udp", action="store_true")
-    parser.add_argument("--greeting", default="", help="text sent after connecting (\\r\\n escapes)")
-    parser.add_argument("--count", type=int, default=1)
+    text = "(\\r\\n escapes)"
+    parser.add_argument("--greeting", default="", help=f"sent after connecting {text}")
+    parser.add_argument("--script", action="append", default=[],
+                        help=f"a reply sent after each client line, in order; repeatable {text}")
+    parser.add_argument("--await-command", action="store_true",
+                        help="read one more client line before misbehaving")
+    parser.add_argument("--lead", default="", help=f"sent once before the misbehaviour {text}")
+    parser.add_argument("--line", default="250-hostile\\r\\n",
+                        help=f"the endless_multiline line {text}")
+    parser.add_argument("--count", type=int, default=1, help="how many servers (one port each)")
     args = parser.parse_args(argv)
-    greeting = args.greeting.encode().decode("unicode_escape").encode("latin-1")
+
+    def raw(value: str) -> bytes:
+        return value.encode().decode("unicode_escape").encode("latin-1")
+
     try:
-        hostile = Hostile(args.behaviour, greeting=greeting, transport="udp" if args.udp else "tcp")
+        hostile = Hostile(args.behaviour, greeting=raw(args.greeting),
+                          script=tuple(raw(s) for s in args.script), await_command=args.await_command,
+                          lead=raw(args.lead), line=raw(args.line),
+                          transport="udp" if args.udp else "tcp")
     except ValueError as exc:
         parser.error(str(exc))
 
