@@ -534,6 +534,7 @@ class _Browser:
         self.pid: int | None = None
         self._process: trio.Process | None = None
         self._ws: Any = None
+        self._stream: trio.SocketStream | None = None
         self._profile_dir: str | None = None
         self._next_id = 0
         self._pending: dict[int, _Pending] = {}
@@ -570,9 +571,13 @@ class _Browser:
                 raise BrowserError("browser_crashed", f"{self.executable} did not open DevTools within "
                                    f"{LAUNCH_TIMEOUT:g}s{self._stderr_tail()}")
             self.nursery.start_soon(self._drain_stderr)
+            # Our own TCP stream, so that close() can close it whatever state the WebSocket is in.
+            where = urlsplit(url)
             try:
-                self._ws = await trio_websocket.connect_websocket_url(
-                    self.nursery, url, max_message_size=64 << 20, message_queue_size=math.inf)
+                self._stream = await trio.open_tcp_stream(where.hostname or "127.0.0.1", where.port or 80)
+                self._ws = await trio_websocket.wrap_client_stream(
+                    self.nursery, self._stream, f"{where.hostname}:{where.port}", where.path,
+                    max_message_size=64 << 20, message_queue_size=math.inf)
             except (OSError, trio_websocket.HandshakeError) as exc:
                 raise BrowserError("browser_crashed", f"cannot connect to {self.executable}'s DevTools: "
                                    f"{exc}") from None
@@ -617,6 +622,8 @@ class _Browser:
         self.exited.set()
         self._die(f"{os.path.basename(self.executable)} exited with status {status}{self._stderr_tail()}")
         self.kill()
+        if self._stream is not None:
+            await self._stream.aclose()
 
     async def _read(self) -> None:
         try:
@@ -716,6 +723,9 @@ class _Browser:
         if self._process is not None:
             with trio.move_on_after(CLOSE_TIMEOUT):
                 await self.exited.wait()
+        if self._stream is not None:
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await self._stream.aclose()
 
     def kill(self) -> None:
         """SIGKILL the browser's process group and remove its profile directory (idempotent)."""

@@ -17,7 +17,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +50,7 @@ http {{
         server_name localhost;
         root {dir}/www;
         location = /fast {{ default_type text/plain; return 200 "ok\\n"; }}
+{extra}
     }}
 }}
 """
@@ -78,7 +79,7 @@ def nginx_binary() -> str:
 
 
 
-def _ready(directory: Path, pid: int, port: int) -> bool:
+def _ready(directory: Path, pid: int, port: int, host: str = HOST) -> bool:
     """Whether *this* nginx serves on *port*: another process may hold the port meanwhile.
 
     nginx writes its pid file only after it has bound its listening sockets; then a request
@@ -87,7 +88,7 @@ def _ready(directory: Path, pid: int, port: int) -> bool:
     if read_text(directory / "nginx.pid") != str(pid):
         return False
     try:
-        with socket.create_connection((HOST, port), timeout=1.0) as sock:
+        with socket.create_connection((host, port), timeout=1.0) as sock:
             sock.sendall(b"GET /fast HTTP/1.0\r\nHost: localhost\r\n\r\n")
             answer = b""
             while chunk := sock.recv(4096):
@@ -102,8 +103,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     stop_process(proc, STOP_TIMEOUT)
 
 
-def start_nginx(directory: Path) -> tuple[Nginx, subprocess.Popen[bytes]]:
-    """Write a config into *directory* and start nginx on a free port; wait until it answers."""
+def start_nginx(directory: Path, *, host: str = HOST, extra: str = "",
+                wrap: Sequence[str] = ()) -> tuple[Nginx, subprocess.Popen[bytes]]:
+    """Write a config into *directory* and start nginx on a free port; wait until it answers.
+
+    :param host: the address to listen on (an address of a network-lab namespace, with *wrap*).
+    :param extra: more directives for the ``server`` block (``location`` blocks: slow
+        sub-resources with ``limit_rate``, a login that sets a cookie …).
+    :param wrap: a command prefix to start nginx with, e.g. ``NetLab.exec("a")``'s
+        ``ip netns exec NS`` (it execs nginx: the process is nginx itself).
+    """
     binary = nginx_binary()
     for sub in ("www", "tmp"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
@@ -114,18 +123,18 @@ def start_nginx(directory: Path) -> tuple[Nginx, subprocess.Popen[bytes]]:
     for _ in range(PORT_ATTEMPTS):
         port = free_port()
         conf = directory / "nginx.conf"
-        conf.write_text(CONFIG.format(user=user, dir=directory, host=HOST, port=port))
+        conf.write_text(CONFIG.format(user=user, dir=directory, host=host, port=port, extra=extra))
         error_log = directory / "error.log"
         error_log.unlink(missing_ok=True)
         (directory / "nginx.pid").unlink(missing_ok=True)
         with open(directory / "stderr.log", "wb") as stderr:
             proc = subprocess.Popen(
-                [binary, "-p", str(directory), "-c", str(conf), "-e", str(error_log)],
+                [*wrap, binary, "-p", str(directory), "-c", str(conf), "-e", str(error_log)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and proc.poll() is None:
-            if _ready(directory, proc.pid, port):
-                return Nginx(HOST, port, directory, proc.pid), proc
+            if _ready(directory, proc.pid, port, host):
+                return Nginx(host, port, directory, proc.pid), proc
             time.sleep(0.02)
         status = (f"exited with status {proc.returncode}" if proc.poll() is not None
                   else f"did not answer HTTP within {START_TIMEOUT:g}s")
@@ -134,7 +143,7 @@ def start_nginx(directory: Path) -> tuple[Nginx, subprocess.Popen[bytes]]:
         if "Address already in use" in log + stderr_text:  # someone took the port: try another
             problems.append(f"port {port} taken")
             continue
-        pytest.fail(f"nginx ({binary}) on {HOST}:{port} {status}.\n"
+        pytest.fail(f"nginx ({binary}) on {host}:{port} {status}.\n"
                     f"error log ({error_log}):\n{log or '(empty)'}"
                     + (f"\nstderr:\n{stderr_text}" if stderr_text else ""), pytrace=False)
     pytest.fail(f"nginx could not get a free port after {PORT_ATTEMPTS} tries: {'; '.join(problems)}",
