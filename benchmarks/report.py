@@ -194,7 +194,9 @@ def profile_text(count: int, interval_s: int) -> str:
         lines += ["[[check]]", f'id = "{cid}"', 'probe = "tcp"', f'host = "{HOST}"', f"port = {PORT}", ""]
     for cid in check_ids(count):
         lines += ["[[objective]]", f'id = "{cid}-availability"', 'clause = "bench"',
-                  'kind = "availability"', f'check = "{cid}"', 'op = ">="', f"target = {AVAILABILITY_TARGET}", "",
+                  'kind = "availability"', f'check = "{cid}"', 'op = ">="', f"target = {AVAILABILITY_TARGET}",
+                  'denominator = "evidence"',  # the seeded truth: 1 − down / (period − unknown)
+                  "",
                   "[[objective]]", f'id = "{cid}-downtime"', 'clause = "bench"', 'kind = "downtime"',
                   f'check = "{cid}"', 'op = "<"', f'limit = "{DOWNTIME_LIMIT_MS // 60_000}m"', ""]
     return "\n".join(lines)

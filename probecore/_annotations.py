@@ -2,8 +2,10 @@
 
 An :class:`Annotation` is an exclusion entered with ``probe exclude add`` (force majeure, a
 customer-caused period …), a customer's report of an incident (``probe incident report``; 002's
-"reported within 5 days"), or a delivered notice (the evidence of 002-T). Annotations are never
-deleted: withdrawing one stamps who withdrew it, when and why, and reports list it as withdrawn.
+"reported within 5 days"), or a delivered notice (the evidence of 002-T: written by ``probe run``
+when it delivers one, or entered with ``probe notice add|import`` for notices sent outside
+probecore). Annotations are never deleted: withdrawing one stamps who withdrew it, when and why,
+and reports list it as withdrawn.
 """
 
 from __future__ import annotations
@@ -36,7 +38,11 @@ class Annotation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     incident: str | None = None
     """Incident report / notice: the incident id it is about."""
     route: str | None = None
-    """Notice: the ``[[notify]]`` route that delivered it."""
+    """Notice: the ``[[notify]]`` route that delivered it (``None``: sent outside probecore)."""
+    channel: str | None = None
+    """Notice entered after the fact: how it was sent (``email``, ``phone``, ``sms`` …)."""
+    to: str | None = None
+    """Notice entered after the fact: whom it reached (the designated contact)."""
     note: str = ""
     author: str = ""
     created_at: Timestamp

@@ -5,7 +5,13 @@
 * ``probe exclude add|list|withdraw`` keeps exclusions entered after the fact (force majeure,
   customer-caused periods …) with who entered them and when; a withdrawn one stays listed;
 * ``probe incident report|list`` records when the customer reported an outage (002: outages
-  not reported within 5 days are excluded) and lists the stored incidents.
+  not reported within 5 days are excluded) and lists the incidents;
+* ``probe notice add|list|import`` records notices sent outside probecore (002-T's evidence).
+
+Incidents are those of the stored records: the events ``probe run`` stored, and the same events
+derived from the records by the one state machine where no tracker saw them live (records
+brought in with ``probe records import``), with the same ids ``probe report`` prints — so a month
+can be judged, and its evidence entered, from exported data alone.
 
 Every error is a one-line :class:`UsageError` (exit status 2); nothing stored is changed or
 removed by a command that fails.
@@ -24,11 +30,13 @@ from typing import Any
 
 from ._annotations import EXCLUSION_REASONS, Annotation, encode_annotation
 from ._errors import UsageError
+from ._groups import parent_check
 from ._incidents import IncidentEvent, IncidentTracker
 from ._plugins import PluginHost
 from ._profile import Check, Profile, load_profile
 from ._record import ATTRIBUTIONS, Failure, SLIRecord, format_timestamp, parse_timestamp, timestamp_ms
 from ._store import Store
+from ._timeline import Stream, stream_events
 
 PROG = "probe"
 
@@ -133,6 +141,42 @@ def add_parsers(sub: Any) -> None:
     ilist.add_argument("--format", choices=("table", "json"), default="table",
                        help="table (default) or json (one incident per line)")
     _store_option(ilist)
+
+    notice = sub.add_parser(
+        "notice", help="record notices of incidents sent outside probecore",
+        description="A notice the provider sent outside probecore (a phone call, a mail from a "
+        "person, another monitoring system) is evidence for the notification objectives (002-T: "
+        "within 15 minutes of the emergency being determined). Enter each one, or import them.",
+        epilog="probe notice add PROFILE --incident ID --at T --channel CHANNEL --to WHOM; "
+        "probe notice list PROFILE; probe notice import PROFILE FILE.jsonl")
+    actions = notice.add_subparsers(dest="action", metavar="ACTION", required=True)
+    nadd = actions.add_parser(
+        "add", help="record one notice", description="Record that the notice of INCIDENT (an id "
+        "from 'probe incident list PROFILE') reached WHOM at T through CHANNEL.", epilog=TIME_HELP)
+    nadd.add_argument("profile", metavar="PROFILE", help="service profile (TOML)")
+    nadd.add_argument("--incident", metavar="ID", required=True, help="the incident id")
+    nadd.add_argument("--at", metavar="T", required=True, help="when the notice reached the contact")
+    nadd.add_argument("--channel", metavar="CHANNEL", required=True, help="how: email, phone, sms …")
+    nadd.add_argument("--to", metavar="WHOM", required=True, help="the contact it reached")
+    nadd.add_argument("--note", metavar="TEXT", default="", help="the evidence (message id, call log …)")
+    nadd.add_argument("--by", metavar="NAME", default=None, help="who enters it (default: your user name)")
+    _store_option(nadd)
+    nlist = actions.add_parser("list", help="list the notices (delivered by probe run or entered)",
+                               description="List every notice of PROFILE, oldest first.")
+    nlist.add_argument("profile", metavar="PROFILE", help="service profile (TOML)")
+    nlist.add_argument("--format", choices=("table", "json"), default="table",
+                       help="table (default) or json (one annotation per line)")
+    _store_option(nlist)
+    nimport = actions.add_parser(
+        "import", help="record notices from a JSON Lines file",
+        description='Each line: {"incident": ID, "at": T, "channel": CHANNEL, "to": WHOM, "note": TEXT} '
+        "(note optional), as 'probe notice add' takes them. Every line is checked first: one bad "
+        "line stores nothing. A notice already stored (same incident, time, channel and contact) "
+        "is skipped.", epilog=TIME_HELP)
+    nimport.add_argument("profile", metavar="PROFILE", help="service profile (TOML)")
+    nimport.add_argument("file", metavar="FILE", help="JSON Lines file ('-': stdin)")
+    nimport.add_argument("--by", metavar="NAME", default=None, help="who enters them (default: your user name)")
+    _store_option(nimport)
 
 
 # ---- argument types ---------------------------------------------------------------------------
@@ -311,7 +355,7 @@ def cmd_exclude(args: argparse.Namespace, host: PluginHost) -> int:
 
 def _exclude_add(args: argparse.Namespace, host: PluginHost) -> int:
     command = "exclude add"
-    profile = load_profile(args.profile, host.probes)
+    profile = load_profile(args.profile, host.probes, host.evaluators)
     check = profile.check(args.check).full_id if args.check is not None else None
     start = _when(args.start, profile, "--from", command)
     end = _when(args.end, profile, "--to", command)
@@ -330,6 +374,17 @@ def _exclude_add(args: argparse.Namespace, host: PluginHost) -> int:
     print(stored.id)
     print(f"exclusion {stored.id} stored: {check or 'every check of ' + profile.name} from {start} "
           f"to {end} ({args.reason}) by {stored.author}", file=sys.stderr)
+    from ._evaluation import exclusion_applies_to
+
+    applies = exclusion_applies_to(profile, args.reason, check)
+    if applies:
+        print(f"it applies to {', '.join(applies)}", file=sys.stderr)
+    else:
+        print(f"{PROG}: warning: no objective of {profile.name}"
+              + (f" judging {args.check}" if check else "")
+              + f" lists {args.reason!r} in its exclude: exclusion {stored.id} applies to nothing "
+              f"(withdraw it with 'probe exclude withdraw {args.profile} {stored.id}' if it was a mistake)",
+              file=sys.stderr)
     return 0
 
 
@@ -400,11 +455,7 @@ def _incident_report(args: argparse.Namespace, host: PluginHost) -> int:
     author = _author(args.by, command)
     store = _open(args, profile, host)
     try:
-        events = [e for e in store.events(prefix=profile.name + "/") if e.incident_id == args.incident]
-        if not events:
-            raise UsageError(f"{PROG} {command}: no incident {args.incident!r} of profile {profile.name} "
-                             f"is stored; 'probe incident list {args.profile}' or "
-                             f"'probe records {args.profile} --events' lists them")
+        events = _incident(store, profile, args.incident, command, args.profile)
         started = events[0].incident_started_at
         if timestamp_ms(at) < timestamp_ms(started):
             raise UsageError(f"{PROG} {command}: --at {at} is before the incident began ({started})")
@@ -426,7 +477,7 @@ def _incident_list(args: argparse.Namespace, host: PluginHost) -> int:
     profile = load_profile(args.profile, host.probes)
     store = _open(args, profile, host)
     try:
-        events = list(store.events(prefix=profile.name + "/"))
+        events = incident_events(store, profile)
         reports = [a for a in store.annotations(profile.name, "incident_report") if a.active]
     finally:
         store.close()
@@ -463,4 +514,159 @@ def _incident_list(args: argparse.Namespace, host: PluginHost) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[..., int]] = {"push": cmd_push, "exclude": cmd_exclude, "incident": cmd_incident}
+EVENT_ORDER = {"suspected": 0, "confirmed": 1, "resolved": 2, "flap": 2}
+
+
+def incident_events(store: Store, profile: Profile) -> list[IncidentEvent]:
+    """Every incident event of *profile*'s records, in the order they happened: those ``probe
+    run`` stored, and the same events derived from the stored records by the live tracker's
+    code for records no tracker saw (imported ones). Same ids either way."""
+    found = {e.event_id: e for e in store.events(prefix=profile.name + "/")}
+    checks = {c.full_id: c for c in profile.checks}
+    streams: dict[tuple[str, str], list[SLIRecord]] = {}
+    for record in store.records(prefix=profile.name + "/", not_ok=True):
+        streams.setdefault((record.check, record.vantage), []).append(record)
+    for (check_id, vantage), not_ok in streams.items():
+        check = checks.get(parent_check(check_id))
+        if check is None:  # a check no longer in the profile: its stored events stand
+            continue
+        following = store.following(check_id, vantage, [timestamp_ms(r.started_at) for r in not_ok])
+        stream = Stream(check_id, vantage, (), not_ok, following, check.confirm, 0)
+        for event in stream_events(stream):
+            found.setdefault(event.event_id, event)
+    return sorted(found.values(), key=lambda e: (timestamp_ms(e.at), EVENT_ORDER[e.kind]))
+
+
+def _incident(store: Store, profile: Profile, incident: str, command: str, path: str) -> list[IncidentEvent]:
+    """The events of *incident*, or a usage error saying where the ids are listed."""
+    events = [e for e in incident_events(store, profile) if e.incident_id == incident]
+    if not events:
+        raise UsageError(f"{PROG} {command}: no incident {incident!r} in the records of profile {profile.name}; "
+                         f"'probe incident list {path}' lists them (the ids 'probe report' prints)")
+    return events
+
+
+# ---- probe notice ------------------------------------------------------------------------------
+
+def cmd_notice(args: argparse.Namespace, host: PluginHost) -> int:
+    return {"add": _notice_add, "list": _notice_list, "import": _notice_import}[args.action](args, host)
+
+
+def _notice(profile: Profile, store: Store, fields: dict[str, Any], author: str, command: str,
+            where: str) -> Annotation:
+    """A validated notice annotation from *fields* (incident, at, channel, to, note); *where*
+    prefixes each error (``--at`` or ``FILE: line 3: at``)."""
+    def text(key: str, required: bool = True) -> str:
+        value = fields.get(key)
+        if value is None and not required:
+            return ""
+        if not isinstance(value, str) or not value.strip():
+            raise UsageError(f"{PROG} {command}: {where}{key}: expected a non-empty string, got {value!r}")
+        if "\n" in value or "\r" in value:
+            raise UsageError(f"{PROG} {command}: {where}{key}: must be one line")
+        return value.strip()
+
+    incident, channel, to, note = text("incident"), text("channel"), text("to"), text("note", False)
+    at = _when(text("at"), profile, f"{where}at", command)
+    assert at is not None
+    _not_in_future(at, f"{where}at", command)
+    events = _incident(store, profile, incident, command, str(profile.path))
+    started = events[0].incident_started_at
+    if timestamp_ms(at) < timestamp_ms(started):
+        raise UsageError(f"{PROG} {command}: {where}at {at} is before the incident began ({started})")
+    return Annotation(kind="notice", profile=profile.name, check=events[0].check, start=at, incident=incident,
+                      channel=channel, to=to, note=note or f"sent through {channel} to {to}", author=author,
+                      created_at=_now())
+
+
+def _notice_key(a: Annotation) -> tuple[Any, ...]:
+    return (a.incident, a.start, a.channel, a.to)
+
+
+def _notice_add(args: argparse.Namespace, host: PluginHost) -> int:
+    command = "notice add"
+    profile = load_profile(args.profile, host.probes)
+    author = _author(args.by, command)
+    store = _open(args, profile, host)
+    try:
+        annotation = _notice(profile, store, {"incident": args.incident, "at": args.at, "channel": args.channel,
+                                              "to": args.to, "note": args.note or None}, author, command, "--")
+        if any(_notice_key(a) == _notice_key(annotation) for a in store.annotations(profile.name, "notice")):
+            print(f"notice of {args.incident} at {annotation.start} through {args.channel} to {args.to} "
+                  "is already stored; nothing changed", file=sys.stderr)
+            return 0
+        stored = store.annotate(annotation)
+    finally:
+        store.close()
+    print(stored.id)
+    print(f"notice of incident {args.incident} at {stored.start} through {args.channel} to {args.to} stored "
+          f"(annotation {stored.id}, entered by {author})", file=sys.stderr)
+    return 0
+
+
+def _notice_list(args: argparse.Namespace, host: PluginHost) -> int:
+    profile = load_profile(args.profile, host.probes)
+    store = _open(args, profile, host)
+    try:
+        notices = store.annotations(profile.name, "notice")
+    finally:
+        store.close()
+    if args.format == "json":
+        for item in notices:
+            sys.stdout.write(encode_annotation(item).decode() + "\n")
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{len(notices)} notices of {profile.name}", title_justify="left")
+    for name in ("id", "incident", "at", "how", "to", "note", "entered"):
+        table.add_column(name, overflow="fold")
+    for item in notices:
+        table.add_row(str(item.id), item.incident or "", item.start,
+                      item.channel or (f"route {item.route}" if item.route else ""), item.to or "",
+                      item.note, f"{item.created_at} by {item.author}")
+    _print_table(table)
+    return 0
+
+
+def _notice_import(args: argparse.Namespace, host: PluginHost) -> int:
+    command = "notice import"
+    profile = load_profile(args.profile, host.probes)
+    author = _author(args.by, command)
+    try:
+        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{PROG} {command}: {args.file}: cannot read: {exc.strerror}") from None
+    with stream:
+        lines = list(stream)
+    store = _open(args, profile, host)
+    try:
+        known = {_notice_key(a) for a in store.annotations(profile.name, "notice")}
+        new: list[Annotation] = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{args.file}: line {number}: "
+            try:
+                fields = json.loads(line)
+            except ValueError as exc:
+                raise UsageError(f"{PROG} {command}: {where}not JSON ({exc}); nothing was imported") from None
+            if not isinstance(fields, dict):
+                raise UsageError(f"{PROG} {command}: {where}expected an object; nothing was imported")
+            unknown = sorted(set(fields) - {"incident", "at", "channel", "to", "note"})
+            if unknown:
+                raise UsageError(f"{PROG} {command}: {where}unknown key {unknown[0]!r}; expected incident, at, "
+                                 "channel, to, note; nothing was imported")
+            annotation = _notice(profile, store, fields, author, command, where)
+            if _notice_key(annotation) not in known:
+                known.add(_notice_key(annotation))
+                new.append(annotation)
+        for annotation in new:
+            store.annotate(annotation)
+    finally:
+        store.close()
+    print(f"{args.file}: {len(new)} notices stored for {profile.name}", file=sys.stderr)
+    return 0
+
+
+COMMANDS: dict[str, Callable[..., int]] = {"push": cmd_push, "exclude": cmd_exclude, "incident": cmd_incident,
+                                           "notice": cmd_notice}

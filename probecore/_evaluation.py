@@ -29,6 +29,7 @@ from ._timeline import (
     EXCLUDED,
     UNKNOWN,
     UP,
+    Exclusions,
     Outage,
     Stream,
     Timeline,
@@ -43,14 +44,53 @@ DEFAULT_EXCLUDE: tuple[str, ...] = ("customer", "third_party", "probe", "unknown
                                     "maintenance")
 
 
+REMEDY_KEYS: dict[str, tuple[str, ...]] = {
+    "fee_multiple": ("multiple", "of"),
+    "waive_month": (),
+    "service_time": ("multiple", "of"),
+    "fee_days": ("days",),
+}
+"""The keys each remedy kind takes besides ``kind``; any other is a profile error."""
+
+
 class RemedySpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """``remedy = { kind = … }`` of an objective (docs/objectives.md, "Remedies")."""
+    """``remedy = { kind = … }`` of an objective (docs/objectives.md, "Remedies").
+
+    ``fee_multiple`` and ``service_time`` owe ``multiple`` (default 2) × the fee or the service
+    time ``of`` the interrupted time (default, pro rata: 001 §3.1 "the fee corresponding to the
+    shortfall or interruption", 003 8a) or of the whole ``period`` (004: "twice the month's
+    service time"); ``fee_days`` owes ``days`` (default 1) days of fee per missed occasion.
+    A key the kind does not use is refused rather than silently ignored.
+    """
 
     kind: Literal["fee_multiple", "waive_month", "service_time", "fee_days"]
-    multiple: float = 2.0
-    of: Literal["interrupted", "period"] = "interrupted"
-    days: int = 1
-    """``fee_days``: days of fee per missed notice."""
+    multiple: float | None = None
+    of: Literal["interrupted", "period"] | None = None
+    days: int | None = None
+
+    def __post_init__(self) -> None:
+        allowed = REMEDY_KEYS[self.kind]
+        for key in ("multiple", "of", "days"):
+            if getattr(self, key) is not None and key not in allowed:
+                takes = f"takes only {', '.join(allowed)}" if allowed else "takes no other key"
+                raise ValueError(f'key "{key}" does not apply to kind "{self.kind}" (it {takes})')
+        if self.multiple is not None and not self.multiple > 0:
+            raise ValueError(f"multiple: expected a number above 0, got {self.multiple:g}")
+        if self.days is not None and self.days < 1:
+            raise ValueError(f"days: expected at least 1, got {self.days}")
+
+    @property
+    def factor(self) -> float:
+        return 2.0 if self.multiple is None else self.multiple
+
+    @property
+    def basis(self) -> str:
+        """``"interrupted"`` or ``"period"``."""
+        return self.of or "interrupted"
+
+    @property
+    def fee_days(self) -> int:
+        return self.days or 1
 
 
 class ObjectiveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -62,7 +102,12 @@ class ObjectiveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
     check: str | None = None
     checks: list[str] = []
     period: Literal["month", "year"] = "month"
-    denominator: Literal["calendar", "30d"] = "calendar"
+    denominator: Literal["period", "evidence"] = "period"
+    """What a ratio divides by: the whole ``period`` (to date), as contracts write "99.9 % a
+    month" (unknown time then counts as up; coverage is shown beside it), or only the time with
+    ``evidence``."""
+    month_length: Literal["calendar", "30d"] = "calendar"
+    """The length of a month: the calendar's, or 003's fixed 30×24×60 minutes."""
     op: Op | None = None
     target: float | None = None
     limit: Duration | None = None
@@ -116,6 +161,12 @@ class Verdict:
     evidence: list[dict[str, Any]] = field(default_factory=list)
     misses: list[int] = field(default_factory=list)
     """Epoch ms of each missed occasion (a missed notice …), for ``fee_days``."""
+    interrupted_ms: int | None = None
+    """The interrupted time a pro-rata remedy is owed for; default: the timeline's down time."""
+    denominator_ms: int | None = None
+    """What a ratio was divided by (ms), for the report."""
+    excluded_samples: int | None = None
+    """Samples (or occasions) the objective's exclusions left out, for sample-based kinds."""
     budget_used: float | None = None
     budget_left: float | None = None
     note: str | None = None
@@ -151,6 +202,10 @@ class RemedyOwed(msgspec.Struct, kw_only=True):
     currency: str | None = None
     minutes: float | None = None
     detail: str = ""
+    of: str | None = None
+    """``interrupted`` or ``period`` (``fee_multiple``, ``service_time``)."""
+    interrupted_s: float | None = None
+    """The interrupted time a pro-rata remedy was computed from."""
 
 
 class ObjectiveReport(msgspec.Struct, kw_only=True):
@@ -177,6 +232,12 @@ class ObjectiveReport(msgspec.Struct, kw_only=True):
     evidence: list[dict[str, Any]]
     remedy: RemedyOwed | None
     note: str | None = None
+    denominator: Literal["period", "evidence"] | None = None
+    """What the ratio divides by (ratio kinds): the whole period or the time with evidence."""
+    denominator_s: float | None = None
+    """The divisor in seconds (``coverage`` beside it says how much of it had evidence)."""
+    excluded_samples: int | None = None
+    """Sample-based kinds: samples the objective's exclusions left out."""
 
 
 class PeriodReport(msgspec.Struct, kw_only=True):
@@ -199,6 +260,32 @@ class ExclusionReport(msgspec.Struct, kw_only=True):
     note: str
     author: str | None = None
     withdrawn: bool = False
+    applies_to: list[str] = []
+    """Ids of the objectives it excludes time from (or, maintenance, counts towards); empty: it
+    applies to nothing (no objective lists its reason, or it is withdrawn)."""
+
+
+class OwedItem(msgspec.Struct, kw_only=True):
+    objective: str
+    clause: str | None
+    kind: str
+    amount: float | None = None
+    currency: str | None = None
+    minutes: float | None = None
+    counted: bool
+    """Whether it is in the total; one remedy owed twice is counted once."""
+    why: str | None = None
+    """Why not counted (the same clause, the month already waived …)."""
+
+
+class OwedTotal(msgspec.Struct, kw_only=True):
+    """What the whole report owes: each obligation once (docs/objectives.md, "The total owed")."""
+
+    amounts: dict[str, float] = {}
+    """Currency → money owed (fees waived or refunded, deductions)."""
+    minutes: float = 0.0
+    """Minutes of service time credited."""
+    items: list[OwedItem] = []
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -215,6 +302,8 @@ class Report(msgspec.Struct, kw_only=True):
     exclusions: list[ExclusionReport]
     not_judged: list[str]
     """Objectives of the other period kind (yearly ones in a monthly report and vice versa)."""
+    owed: OwedTotal = msgspec.field(default_factory=OwedTotal)
+    """The total owed for the period, each obligation counted once."""
 
 
 def report_json_schema() -> dict[str, Any]:
@@ -275,6 +364,7 @@ class EvaluationContext:
         self.until_ms = min(period.end_ms, self.now_ms)
         self.to_date = self.until_ms < period.end_ms
         self._timelines: dict[Any, Timeline] = {}
+        self._exclusions: dict[tuple[str, ...], Exclusions] = {}
         self._streams: dict[tuple[str, float], list[Stream]] = {}
         self._annotations = list(store.annotations(profile.name))
         self._maintenance = expand_maintenance(profile, period.start_ms, period.end_ms)
@@ -291,6 +381,12 @@ class EvaluationContext:
             # Look back so that an outage (or evidence) running into the period is seen.
             since = self.period.start_ms - max(hold, 2 * 86_400_000)
             full = self.full_id(check_id)
+            if check.vantages:  # the vantage quorum: the rounds the live judge sees (probecore._quorum)
+                from ._quorum import merge_vantages
+                rounds = merge_vantages(check, self.store.records(
+                    check=full, since=format_timestamp_ms(since), until=format_timestamp_ms(self.until_ms)))
+                self._streams[key] = Stream.from_records(rounds, confirm=check.confirm, hold=hold)
+                return self._streams[key]
             runs = self.store.evidence(full, since, self.until_ms, hold)
             not_ok = list(self.store.records(check=full, since=format_timestamp_ms(since),
                                              until=format_timestamp_ms(self.until_ms), not_ok=True))
@@ -335,6 +431,33 @@ class EvaluationContext:
         return self._maintenance
 
     # -- exclusions --
+    def exclusions(self, config: ObjectiveConfig) -> Exclusions:
+        """The objective's exclusion windows: what the timeline applies to down time and the
+        sample-based kinds to their samples (the one place that decides what is excluded)."""
+        key = tuple(sorted(config.exclude))
+        if key not in self._exclusions:
+            self._exclusions[key] = Exclusions(self.exclusion_windows(config))
+        return self._exclusions[key]
+
+    def excluded_at(self, config: ObjectiveConfig, check: str, at_ms: int) -> str | None:
+        """Why a sample of *check* (full id) at *at_ms* is excluded for *config*, or ``None``."""
+        window = self.exclusions(config).at(at_ms, check)
+        return window.reason if window else None
+
+    def excluded_span(self, config: ObjectiveConfig, check: str | None, start: int, end: int) -> str | None:
+        """Why ``[start, end)`` of *check* (full id; ``None``: any) is excluded, in part or whole."""
+        window = self.exclusions(config).overlapping(start, end, check)
+        return window.reason if window else None
+
+    def excluded_record(self, config: ObjectiveConfig, record: SLIRecord) -> str | None:
+        """Why *record* is left out of a sample-based objective: a window covering its start, or
+        a failure of an attribution class the objective excludes (as the timeline does)."""
+        reason = self.excluded_at(config, record.check, timestamp_ms(record.started_at))
+        if reason is None and record.outcome == "fail" and record.failure is not None \
+                and record.failure.attribution in config.exclude:
+            reason = record.failure.attribution
+        return reason
+
     def exclusion_windows(self, config: ObjectiveConfig) -> list[Window]:
         reasons = set(config.exclude)
         windows = []
@@ -428,7 +551,8 @@ def compare(measured: float | Fraction, op: str, target: float | Fraction) -> bo
 
 
 def denominator_ms(config: ObjectiveConfig, period: Period) -> int:
-    if config.denominator == "30d":
+    """The length of *period* as the objective counts it (``month_length``)."""
+    if config.month_length == "30d":
         return 30 * 86_400_000
     return period.end_ms - period.start_ms
 
@@ -450,7 +574,8 @@ def evaluate_profile(profile: Any, store: Any, evaluators: Any, period: Period, 
         objectives.append(_objective_report(config, evaluator, verdict, ctx))
     verdicts = [o.met for o in objectives]
     met = False if False in verdicts else (None if None in verdicts else True)
-    return Report(profile=profile.name, contract=profile.contract, timezone=str(profile.timezone),
+    return Report(owed=total_owed(objectives), profile=profile.name, contract=profile.contract,
+                  timezone=str(profile.timezone),
                   generated_at=format_timestamp(now), period=PeriodReport(
                       kind=period.kind, label=period.label, start=format_timestamp(period.start),
                       end=format_timestamp(period.end), evaluated_until=format_timestamp_ms(ctx.until_ms),
@@ -498,7 +623,10 @@ def _objective_report(config: ObjectiveConfig, evaluator: Evaluator[Any], verdic
         unknown_s=timeline.total(UNKNOWN) / 1000 if timeline else 0.0,
         coverage=None if coverage is None else round(coverage, 6), budget_used=verdict.budget_used, budget_left=verdict.budget_left,
         excluded_by_reason={k: v / 1000 for k, v in timeline.excluded_by_reason().items()} if timeline else {},
-        outages=outages, evidence=verdict.evidence, remedy=remedy, note=note)
+        outages=outages, evidence=verdict.evidence, remedy=remedy, note=note,
+        denominator=config.denominator if verdict.denominator_ms is not None else None,
+        denominator_s=None if verdict.denominator_ms is None else verdict.denominator_ms / 1000,
+        excluded_samples=verdict.excluded_samples)
 
 
 def owed_remedy(config: ObjectiveConfig, verdict: Verdict, ctx: EvaluationContext) -> RemedyOwed | None:
@@ -510,53 +638,155 @@ def owed_remedy(config: ObjectiveConfig, verdict: Verdict, ctx: EvaluationContex
     monthly = fee.monthly if fee else None
     currency = fee.currency if fee else None
     months = 12 if ctx.period.kind == "year" else 1
-    if spec.kind == "fee_multiple":
-        amount = None if monthly is None else spec.multiple * monthly * months
-        return RemedyOwed(kind=spec.kind, amount=amount, currency=currency,
-                          detail=f"{spec.multiple:g} × the fee for {ctx.period.label}")
-    if spec.kind == "waive_month":
-        return RemedyOwed(kind=spec.kind, amount=monthly, currency=currency,
-                          detail=f"the fee for {ctx.period.label} is waived")
-    if spec.kind == "service_time":
-        if spec.of == "period":
-            minutes = spec.multiple * (ctx.period.end_ms - ctx.period.start_ms) / 60_000
-            detail = f"{spec.multiple:g} × the period's service time"
+    period_ms = ctx.period.end_ms - ctx.period.start_ms
+    interrupted = verdict.interrupted_ms
+    if interrupted is None and verdict.timeline is not None:
+        interrupted = verdict.timeline.total(DOWN)
+    if spec.kind in ("fee_multiple", "service_time"):
+        factor = spec.factor
+        if spec.basis == "period":
+            share: Fraction | None = Fraction(1)
+            what = f"{ctx.period.label}"
+        elif interrupted is None:
+            share, what = None, ""
         else:
-            down = verdict.timeline.total(DOWN) if verdict.timeline else 0
-            minutes = spec.multiple * down / 60_000
-            detail = f"{spec.multiple:g} × the interrupted time ({format_duration(down / 1000)})"
-        return RemedyOwed(kind=spec.kind, minutes=round(minutes, 3), detail=detail)
+            share = Fraction(interrupted, period_ms)
+            what = f"the interrupted time ({human_ms(interrupted)} of {ctx.period.label})"
+        common = {"kind": spec.kind, "of": spec.basis,
+                  "interrupted_s": None if interrupted is None else interrupted / 1000}
+        if share is None:
+            return RemedyOwed(**common, currency=currency if spec.kind == "fee_multiple" else None,
+                              detail=f"a {config.kind} objective has no interrupted time to pro-rate: "
+                              'owed is to be agreed (or set of = "period")')
+        if spec.kind == "fee_multiple":
+            amount = None if monthly is None else float(round(
+                Fraction(str(factor)) * Fraction(str(monthly)) * months * share, 2))
+            return RemedyOwed(**common, amount=amount, currency=currency,
+                              detail=f"{factor:g} × the fee for {what}")
+        minutes = float(round(Fraction(str(factor)) * period_ms * share / 60_000, 3))
+        return RemedyOwed(**common, minutes=minutes,
+                          detail=f"{factor:g} × the service time of {what}")
+    if spec.kind == "waive_month":
+        return RemedyOwed(kind=spec.kind, amount=None if monthly is None else monthly * months, currency=currency,
+                          detail=f"the fee for {ctx.period.label} is waived")
     # fee_days: one deduction per calendar day with a miss, however many misses that day had.
     zone = ctx.profile.timezone
     days = sorted({datetime.fromtimestamp(ms / 1000, tz=zone).date() for ms in verdict.misses})
     month_days = calendar.monthrange(ctx.period.start.year, ctx.period.start.month)[1]
-    amount = None if monthly is None else len(days) * spec.days * monthly / month_days
+    amount = None if monthly is None else len(days) * spec.fee_days * monthly / month_days
     return RemedyOwed(kind=spec.kind, amount=None if amount is None else round(amount, 2), currency=currency,
                       detail=f"{len(days)} day(s) with a missed notice: "
                       + ", ".join(d.isoformat() for d in days))
 
 
+def human_ms(ms: int) -> str:
+    """``2_637_400`` → ``"43m57.4s"``: a duration for people, exact to the millisecond."""
+    seconds = ms / 1000
+    whole, frac = divmod(ms, 1000)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    tail = f"{secs}.{frac:03d}".rstrip("0").rstrip(".") if frac else str(secs)
+    if secs or frac or not text:
+        text += f"{tail}s"
+    return text if seconds else "0s"
+
+
+PERIOD_WIDE = {("waive_month", None): "the fee for the period is waived once",
+               ("fee_multiple", "period"): "a multiple of the period's fee is owed once",
+               ("service_time", "period"): "a multiple of the period's service time is credited once"}
+
+
+def total_owed(objectives: Sequence[ObjectiveReport]) -> OwedTotal:
+    """Each obligation once: a remedy of the whole period (a waived month, a multiple of the
+    period's fee or service time) is owed once however many objectives miss, and objectives of
+    one clause (002-N's ratio and its minutes) owe their clause's remedy once — the largest."""
+    items: list[OwedItem] = []
+    best: dict[tuple[str, ...], OwedItem] = {}
+    for o in objectives:
+        r = o.remedy
+        if r is None:
+            continue
+        item = OwedItem(objective=o.id, clause=o.clause, kind=r.kind, amount=r.amount, currency=r.currency,
+                        minutes=r.minutes, counted=True)
+        items.append(item)
+        wide = (r.kind, r.of if r.kind != "waive_month" else None)
+        key = ("period",) + tuple(str(k) for k in wide) if wide in PERIOD_WIDE else \
+            ("clause", o.clause or o.id, r.kind, str(r.of))
+        held = best.get(key)
+        if held is None:
+            best[key] = item
+            continue
+        size = (item.amount or 0) + (item.minutes or 0)
+        if size > (held.amount or 0) + (held.minutes or 0):
+            best[key], held, item = item, item, held
+        item.counted = False
+        item.why = (f"{PERIOD_WIDE[wide]} (counted under {held.objective})" if key[0] == "period"
+                    else f"same clause as {held.objective}, counted once (the larger)")
+    amounts: dict[str, Fraction] = {}
+    minutes = Fraction(0)
+    for item in items:
+        if not item.counted:
+            continue
+        if item.amount is not None:
+            currency = item.currency or ""
+            amounts[currency] = amounts.get(currency, Fraction(0)) + Fraction(str(item.amount))
+        if item.minutes is not None:
+            minutes += Fraction(str(item.minutes))
+    return OwedTotal(amounts={k: float(round(v, 2)) for k, v in amounts.items()},
+                     minutes=float(round(minutes, 3)), items=items)
+
+
+def exclusion_applies_to(profile: Any, reason: str, check: str | None,
+                         start: int | None = None, end: int | None = None) -> list[str]:
+    """Ids of *profile*'s objectives an exclusion of *reason* for *check* (full id, ``None``:
+    every check) affects: those whose ``exclude`` lists the reason, and for ``maintenance`` the
+    ``maintenance_minutes`` objectives that count it."""
+    found = []
+    for config in profile.objective_configs:
+        mine = {f"{profile.name}/{c}" for c in config.check_ids}
+        if check is not None and check not in mine:
+            continue
+        if reason in config.exclude or (reason == "maintenance" and config.kind == "maintenance_minutes"):
+            found.append(config.id)
+    return found
+
+
 def _exclusions(ctx: EvaluationContext) -> list[ExclusionReport]:
+    profile = ctx.profile
     found = [ExclusionReport(id=a.id, source="annotation", check=a.check, start=a.start, end=a.end or a.start,
                              reason=a.reason or "", note=a.note, author=a.author,
-                             withdrawn=not a.active)
+                             withdrawn=not a.active,
+                             applies_to=exclusion_applies_to(profile, a.reason or "", a.check) if a.active else [])
              for a in ctx._annotations if a.kind == "exclusion"
              and a.end is not None and timestamp_ms(a.end) > ctx.period.start_ms
              and timestamp_ms(a.start) < ctx.period.end_ms]
     for m in ctx.maintenance:
         flags = [f for f, on in (("agreed", m.agreed), ("announced", m.announced)) if on]
+        checks = [ctx.full_id(c) for c in m.checks] or [None]
+        applies = sorted({o for c in checks for o in exclusion_applies_to(profile, "maintenance", c)
+                          if flags or profile_objective(profile, o).kind == "maintenance_minutes"})
         found.append(ExclusionReport(id=None, source="maintenance", check=", ".join(m.checks) or None,
                                      start=format_timestamp_ms(m.start), end=format_timestamp_ms(m.end),
                                      reason="maintenance" + (f" ({', '.join(flags)})" if flags else
                                                              " (neither agreed nor announced: not excluded)"),
-                                     note=m.note))
+                                     note=m.note, applies_to=applies))
     return found
 
 
+def profile_objective(profile: Any, ident: str) -> ObjectiveConfig:
+    return next(c for c in profile.objective_configs if c.id == ident)
+
+
 def ratio_verdict(config: ObjectiveConfig, timeline: Timeline, ctx: EvaluationContext) -> Verdict:
-    """Availability: ``1 − down / (denominator × coverage)``, compared exactly; budget in seconds."""
-    length = ctx.until_ms - ctx.period.start_ms
-    known = length - timeline.total(UNKNOWN)
+    """Availability: ``1 − down / denominator``, compared exactly; budget in seconds.
+
+    The denominator is the period to date (``denominator = "period"``: 002's "99.9 %, i.e. less
+    than 44 minutes a month", 003's 1 − Σfault/(30×24×60)) or the time with evidence
+    (``"evidence"``), each scaled to ``month_length``; unknown time is reported as coverage."""
+    elapsed = ctx.until_ms - ctx.period.start_ms
+    unknown = timeline.total(UNKNOWN)
+    known = elapsed - unknown
     down = timeline.total(DOWN)
     period_ms = ctx.period.end_ms - ctx.period.start_ms
     scale = Fraction(denominator_ms(config, ctx.period), period_ms)
@@ -565,11 +795,19 @@ def ratio_verdict(config: ObjectiveConfig, timeline: Timeline, ctx: EvaluationCo
     if known <= 0:
         return Verdict(measured=None, met=None, target=config.target, timeline=timeline,
                        note="no evidence in the period")
-    ratio = 1 - Fraction(down) / (known * scale)
+    divisor = (known if config.denominator == "evidence" else elapsed) * scale
+    ratio = 1 - Fraction(down) / divisor
     allowed = (1 - target) * denominator_ms(config, ctx.period)
+    note = None
+    if unknown and config.denominator == "period":
+        note = (f"{format_duration(unknown / 1000)} without evidence is in the denominator "
+                "(denominator = period): see coverage")
+    elif unknown:
+        note = f"{format_duration(unknown / 1000)} without evidence is left out (denominator = evidence)"
     return Verdict(measured=float(ratio), met=compare(ratio, config.op, target), target=config.target,
                    timeline=timeline, budget_used=_used(down, allowed),
-                   budget_left=round(float(allowed - down) / 1000, 3))
+                   budget_left=round(float(allowed - down) / 1000, 3), denominator_ms=round(divisor),
+                   note=note)
 
 
 def duration_verdict(config: ObjectiveConfig, measured_ms: int, timeline: Timeline | None) -> Verdict:

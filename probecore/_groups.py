@@ -11,8 +11,16 @@ itself, whose outcome is decided here by the check's ``group`` rule:
   the operator (contract 003: a fault is 10 % or more of users unable to use mail);
   ``{ failing = ">= 2" }`` counts members instead.
 
-A failed round's failure code is the failing members' code when they all share one (every
-power source: ``no_power``), else ``group``; its attribution is the most common among them.
+A failed round is attributed per class, the provider's first: it is the provider's failure only
+when the provider's failing members *alone* meet the rule (contract 003: a fault is 10 % of
+users unable to use mail *through the provider*; a held queue for one mailbox plus two wrong
+passwords is the provider's fault for one user in ten, not three). Otherwise it is the first
+other class (customer, third party, probe, unknown) whose members alone meet it, and when only
+all the failures together meet it, the most common class among the non-provider ones: a
+failure, but not the provider's (its time is excluded with that class, never counted against
+the provider). For ``"all"`` one failing provider member is enough; for ``"any"`` every judged
+member must be a provider failure. The round's failure code is the code the attributed
+class's members share (every power source: ``no_power``), else ``group``.
 Members whose outcome is ``error`` (the probe could not judge them) are no evidence: they are left
 out of the count and of the denominator. A round with no judged member is itself an ``error``.
 """
@@ -65,32 +73,42 @@ class GroupRule:
         failing = [m for m in judged if m.outcome == "fail"]
         if not judged:
             return Observation.error("group_unjudged", f"none of {len(members)} members could be judged")
-        if self.kind == "all":
-            failed = bool(failing)
-        elif self.kind == "any":
-            failed = len(failing) == len(judged)
-        else:
-            measured = 100.0 * len(failing) / len(judged) if self.percent else float(len(failing))
-            failed = OPERATORS[self.op](measured, self.value)
-        if not failed:
+        if not self.fails(len(failing), len(judged)):
             return Observation.ok()
-        attribution = _attribution(failing)
-        codes = {m.failure.code if m.failure else "fail" for m in failing}
+        counts = Counter(_party(m) for m in failing)
+        attribution = next((p for p in PARTIES if counts.get(p) and self.fails(counts[p], len(judged))), None)
+        if attribution is None:
+            # Only all the failures together meet the rule: a failure, but not the provider's.
+            others = Counter({p: n for p, n in counts.items() if p != "provider"})
+            best = max(others.values())
+            attribution = next(p for p in PARTIES if others.get(p) == best)
+        mine = [m for m in failing if _party(m) == attribution]
+        codes = {m.failure.code if m.failure else "fail" for m in mine}
         # One shared reason names the round (every power source: no_power); else "group".
         code = codes.pop() if len(codes) == 1 else "group"
-        names = "; ".join(f"{m.member}: {m.failure.code if m.failure else 'fail'}" for m in failing)
+        mixed = len(counts) > 1  # then say whose each failure is, and how many each class has
+        names = "; ".join(f"{m.member}: {m.failure.code if m.failure else 'fail'}"
+                          + (f" ({_party(m)})" if mixed else "") for m in failing)
+        classes = ("; " + ", ".join(f"{p} {counts[p]}" for p in PARTIES if counts.get(p))) if mixed else ""
         return Observation(outcome="fail", failure=Failure(
-            code, attribution, f"{len(failing)} of {len(judged)} members failed ({self}): {names}"))
+            code, attribution, f"{len(failing)} of {len(judged)} members failed ({self}{classes}): {names}"))
+
+    def fails(self, failing: int, judged: int) -> bool:
+        """Whether *failing* of *judged* members meet the rule."""
+        if self.kind == "all":
+            return failing >= 1
+        if self.kind == "any":
+            return failing == judged
+        measured = 100.0 * failing / judged if self.percent else float(failing)
+        return OPERATORS[self.op](measured, self.value)
 
 
-def _attribution(failing: Sequence[Observation]) -> str:
-    """The most common attribution among the failing members; ties go to the provider."""
-    counts = Counter(m.failure.attribution if m.failure else "unknown" for m in failing)
-    best = max(counts.values())
-    for party in ("provider", "customer", "third_party", "probe", "unknown"):
-        if counts.get(party) == best:
-            return party
-    return "unknown"
+PARTIES = ("provider", "customer", "third_party", "probe", "unknown")
+"""Attribution classes in the order a round is attributed: the provider's first."""
+
+
+def _party(member: Observation) -> str:
+    return member.failure.attribution if member.failure else "unknown"
 
 
 def member_check(check: str, member: str) -> str:

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from ._incidents import PROVIDER_ONLY, IncidentTracker
+from ._incidents import PROVIDER_ONLY, IncidentEvent, IncidentTracker
 from ._record import SLIRecord, format_timestamp_ms, timestamp_ms
 
 UP, DOWN, EXCLUDED, UNKNOWN = "up", "down", "excluded", "unknown"
@@ -56,6 +56,41 @@ class Window:
     reason: str
     check: str | None = None
     note: str = ""
+
+
+class Exclusions:
+    """The one place that says whether a moment is excluded, and why.
+
+    Built from the objective's windows (maintenance, exclusions entered after the fact, outages
+    not reported in time); the timeline asks it about down time, and the sample-based objective
+    kinds (latency, success ratios, heartbeats) ask it about each sample, so every kind honours
+    the same exclusions the same way.
+    """
+
+    def __init__(self, windows: Iterable[Window]):
+        self.windows = sorted(windows, key=lambda w: (w.start, w.end))
+
+    def for_check(self, check: str) -> Exclusions:
+        """The windows that apply to *check* (full id): its own and those of every check."""
+        return Exclusions(w for w in self.windows if w.check is None or w.check == check)
+
+    def at(self, moment: float, check: str | None = None) -> Window | None:
+        """The first window (by start) covering *moment* for *check*, or ``None``."""
+        for w in self.windows:
+            if w.start > moment:
+                break
+            if moment < w.end and (check is None or w.check is None or w.check == check):
+                return w
+        return None
+
+    def overlapping(self, start: int, end: int, check: str | None = None) -> Window | None:
+        """The first window overlapping ``[start, end)`` for *check*, or ``None``."""
+        for w in self.windows:
+            if w.start >= end:
+                break
+            if w.end > start and (check is None or w.check is None or w.check == check):
+                return w
+        return None
 
 
 @dataclass(frozen=True)
@@ -185,7 +220,7 @@ def build_timeline(streams: Stream | Sequence[Stream], *, start: int, end: int,
             for span in spans:
                 if span.counted and (window := unreported(span)) is not None:
                     windows.append(window)
-        mine = [w for w in windows if w.check is None or w.check == stream.check]
+        mine = Exclusions(windows).for_check(stream.check)
         per_check.setdefault(stream.check, []).append(_sweep(stream, spans, mine, start, end))
         outages.extend(spans)
     checks = [_combine(parts, _all_must_be_down, start, end) for parts in per_check.values()]
@@ -265,6 +300,17 @@ def _open_end(stream: Stream, began: int) -> int:
     return max(began, last + stream.hold)
 
 
+def stream_events(stream: Stream) -> list[IncidentEvent]:
+    """The incident events of *stream* exactly as the live tracker of ``probe run`` emits them
+    (same ids, same moments): the tracker fed only the records that change its state. This is
+    how incidents exist for records that no tracker saw live (``probe records import``)."""
+    tracker = IncidentTracker(stream.confirm)
+    events: list[IncidentEvent] = []
+    for record in _state_changing_records(stream):
+        events.extend(tracker.feed(record))
+    return events
+
+
 def _state_changing_records(stream: Stream) -> list[SLIRecord]:
     """The not-``ok`` records, each followed by the first ``ok`` after it (synthesised from its
     start time): every other ``ok`` record leaves the state machine where it is."""
@@ -284,18 +330,17 @@ def _state_changing_records(stream: Stream) -> list[SLIRecord]:
     return feed
 
 
-def _sweep(stream: Stream, spans: list[Outage], windows: list[Window], start: int,
+def _sweep(stream: Stream, spans: list[Outage], exclusions: Exclusions, start: int,
            end: int) -> list[Segment]:
     runs, errors = _evidence(stream)
     down = sorted((s.start, s.end, s.attribution) for s in spans if s.counted)
     other = sorted((s.start, s.end, s.attribution) for s in spans if not s.counted)
-    ordered = sorted(windows, key=lambda w: (w.start, w.end))
     cuts = {start, end}
     for group in (runs, errors, down, other):
         for item in group:
             cuts.add(item[0])
             cuts.add(item[1])
-    for w in ordered:
+    for w in exclusions.windows:
         cuts.update((w.start, w.end))
     points = sorted(c for c in cuts if start <= c <= end)
     run_starts = [a for a, _ in runs]
@@ -308,7 +353,7 @@ def _sweep(stream: Stream, spans: list[Outage], windows: list[Window], start: in
         if not _inside(runs, run_starts, middle) or _inside(errors, error_starts, middle):
             state, reason = UNKNOWN, None
         elif _inside(down, down_starts, middle):
-            active = next((w for w in ordered if w.start <= middle < w.end), None)
+            active = exclusions.at(middle)
             state, reason = (EXCLUDED, active.reason) if active else (DOWN, None)
         elif (hit := _inside(other, other_starts, middle)):
             state, reason = EXCLUDED, hit[2]

@@ -206,8 +206,11 @@ def test_exclude_add_list_withdraw_round_trip(capsys, profile, store):
                                "--by", "alice", *store)
     assert status == 0
     assert out == "1\n"
-    assert err == ("exclusion 1 stored: p/c from 2026-11-01T00:00:00.000Z to 2026-11-01T02:00:00.000Z "
-                   "(force_majeure) by alice\n")
+    assert err.startswith("exclusion 1 stored: p/c from 2026-11-01T00:00:00.000Z to 2026-11-01T02:00:00.000Z "
+                          "(force_majeure) by alice\n")
+    # This profile has no objectives: the exclusion is kept, with a warning that it does nothing.
+    assert "probe: warning: no objective of p judging c lists 'force_majeure' in its exclude: " \
+           "exclusion 1 applies to nothing" in err
     status, out, _ = run_cli(capsys, "exclude", "add", profile, "--from", "2026-11-02T00:00:00Z",
                              "--to", "2026-11-02T01:00:00Z", "--reason", "customer", "--note", "their firewall",
                              "--by", "bob", *store)
@@ -326,8 +329,8 @@ def test_incident_report_on_a_stored_incident(capsys, profile, store):
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["p/c@v1@2026-11-01T00:00:00.000Z"], "probe incident report: no incident 'p/c@v1@2026-11-01T00:00:00.000Z' "
-                                          "of profile p is stored; 'probe incident list {profile}' or "
-                                          "'probe records {profile} --events' lists them"),
+                                          "in the records of profile p; 'probe incident list {profile}' "
+                                          "lists them (the ids 'probe report' prints)"),
     ([INCIDENT, "--at", "2026-11-01T00:00:00Z"],
      "probe incident report: --at 2026-11-01T00:00:00.000Z is before the incident began (2026-11-01T00:05:00.000Z)"),
     ([INCIDENT, "--at", "later"], "probe incident report: --at: expected a date-time like"),
@@ -343,7 +346,7 @@ def test_incident_report_usage_errors_store_nothing(capsys, profile, store, argv
 
 def test_incident_report_needs_stored_events(capsys, profile, store):
     status, out, err = run_cli(capsys, "incident", "report", profile, INCIDENT, *store)
-    assert_usage_error(status, out, err, f"no incident '{INCIDENT}' of profile p is stored")
+    assert_usage_error(status, out, err, f"no incident '{INCIDENT}' in the records of profile p")
     status, out, _ = run_cli(capsys, "incident", "list", profile, *store)
     assert status == 0 and "0 incidents of p" in out
 

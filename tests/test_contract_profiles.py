@@ -119,10 +119,20 @@ def test_operators_follow_the_wording(contract):
 def test_003_counts_the_month_as_30_days_and_the_others_by_the_calendar():
     for contract in PROFILES:
         for objective in objectives(contract).values():
-            if objective["kind"] not in ("availability", "downtime"):
+            if objective["kind"] != "availability":
+                assert "month_length" not in objective or contract == "004", objective["id"]
                 continue
             wanted = "30d" if contract == "003" else "calendar"
-            assert objective.get("denominator", "calendar") == wanted, objective["id"]
+            assert objective.get("month_length", "calendar") == wanted, objective["id"]
+
+
+def test_every_ratio_divides_by_the_whole_month_as_the_contracts_write_it():
+    # 002 "99.9 %, i.e. less than 44 minutes a month", 003 1 − Σfault/(30×24×60), 004 三 "无故障时长占当月
+    # 总时长的比例": the month, not only the time with evidence; every choice is written out.
+    for contract in PROFILES:
+        for objective in objectives(contract).values():
+            if objective["kind"] == "availability":
+                assert objective["denominator"] == "period", objective["id"]
 
 
 def test_exclusions_follow_each_contract():
@@ -142,15 +152,16 @@ def test_exclusions_follow_each_contract():
 
 
 def test_remedies_follow_each_contract():
+    # 001 违约责任 1: twice the fee *corresponding to* the shortfall or interruption: pro rata.
     for objective in objectives("001").values():
-        assert objective["remedy"] == {"kind": "fee_multiple", "multiple": 2}
+        assert objective["remedy"] == {"kind": "fee_multiple", "multiple": 2, "of": "interrupted"}
     o2 = objectives("002")
     assert o2["002-N"]["remedy"] == o2["002-N-minutes"]["remedy"] == o2["002-P"]["remedy"] == {"kind": "waive_month"}
     assert o2["002-T"]["remedy"] == {"kind": "fee_days"}
     o3 = objectives("003")
     for ident, objective in o3.items():
         if objective["clause"] in ("003-M", "003-N", "003-P"):
-            assert objective["remedy"] == {"kind": "service_time", "multiple": 2}, ident
+            assert objective["remedy"] == {"kind": "service_time", "multiple": 2, "of": "interrupted"}, ident
         else:
             assert "remedy" not in objective, ident   # 8a covers clauses 1-3 only
     for ident, objective in objectives("004").items():

@@ -153,7 +153,7 @@ def test_44_minutes_miss_less_than_44_in_either_month_but_not_the_ratio_of_31_da
     assert objective(sep, "ratio")["met"] is False          # 44/43200 > 0.1 %
     assert objective(sep, "minutes")["remedy"] == {
         "kind": "waive_month", "amount": 3100.0, "currency": "CNY", "minutes": None,
-        "detail": "the fee for 2026-09 is waived"}
+        "detail": "the fee for 2026-09 is waived", "of": None, "interrupted_s": None}
     oct_ = judge(DOWNTIME_AND_AVAILABILITY, outage_records(OCT, at("2026-10-10 03:00"), timedelta(minutes=44)),
                  month="2026-10")
     assert objective(oct_, "minutes")["met"] is False
@@ -181,7 +181,7 @@ kind = "availability"
 check = "c"
 op = ">"
 target = 0.99
-remedy = { kind = "fee_multiple", multiple = 2 }
+remedy = { kind = "fee_multiple", multiple = 2, of = "period" }
 """
 
 
@@ -243,7 +243,8 @@ def test_unknown_gaps_are_coverage_not_up_or_down(judge):
     period_gap = (at("2026-09-10 00:00"), at("2026-09-13 00:00"))   # no records for 3 days
     records = minutes(SEP[0], period_gap[0]) + minutes(period_gap[1], SEP[1],
                                                        fail=[(at("2026-09-20 00:00"), at("2026-09-20 00:30"))])
-    report = judge(DOWNTIME_AND_AVAILABILITY + 'min_coverage = 0.95\n', records)
+    report = judge(DOWNTIME_AND_AVAILABILITY.replace('target = 0.999\n', 'target = 0.999\ndenominator = "evidence"\n')
+                   + 'min_coverage = 0.95\n', records)
     ratio = objective(report, "ratio")
     # Holds last 2 minutes past the last record before the gap; the rest of the 3 days is unknown.
     assert ratio["unknown_s"] == 3 * 86400 - 60   # the 23:59 record holds to 00:01
@@ -375,7 +376,8 @@ def test_the_one_hour_maximum_exceeded_once_is_met_twice_breached(judge, slow, m
     assert objective(report, "each")["met"] is False          # each single message <= 1 h
     if not met:
         assert o["remedy"] == {"kind": "service_time", "amount": None, "currency": None,
-                               "minutes": 2 * 30 * 24 * 60, "detail": "2 × the period's service time"}
+                               "minutes": 2 * 30 * 24 * 60, "detail": "2 × the service time of 2026-09",
+                               "of": "period", "interrupted_s": None}
 
 
 NOTIFY = """

@@ -43,12 +43,31 @@ def test_rules(rule, failing, ok, error, outcome):
         assert verdict.failure.message.startswith(f"{failing} of {failing + ok} members failed")
 
 
-def test_round_attribution_is_the_most_common_among_failing_members():
-    failing = [Observation.fail("auth", "x", attribution="customer", member=f"c{i}") for i in range(2)]
-    failing.append(Observation.fail("down", "x", member="p"))
-    verdict = GroupRule("all").judge(failing)
-    assert verdict.failure.attribution == "customer"
-    assert verdict.failure.code == "group"  # members failed for different reasons
+def _mailboxes(provider: int, customer: int, ok: int) -> list[Observation]:
+    return ([Observation.fail("queue_held", "x", member=f"p{i}") for i in range(provider)]
+            + [Observation.fail("imap_auth", "x", attribution="customer", member=f"c{i}") for i in range(customer)]
+            + [Observation.ok(member=f"ok{i}") for i in range(ok)])
+
+
+def test_only_the_providers_failures_count_towards_the_providers_threshold():
+    # 003-M: one held queue (provider) and two wrong passwords (customer) of ten mailboxes is
+    # 10 % of users unable to use mail through the provider: the provider's fault.
+    verdict = GroupRule.parse({"failing": ">= 10%"}).judge(_mailboxes(1, 2, 7))
+    assert (verdict.outcome, verdict.failure.attribution, verdict.failure.code) == ("fail", "provider", "queue_held")
+    assert verdict.failure.message == ("3 of 10 members failed (failing >= 10%; provider 1, customer 2): "
+                                       "p0: queue_held (provider); c0: imap_auth (customer); c1: imap_auth (customer)")
+    # At 20 % the provider's one mailbox is not enough on its own; the customer's two are.
+    verdict = GroupRule.parse({"failing": ">= 20%"}).judge(_mailboxes(1, 2, 7))
+    assert (verdict.failure.attribution, verdict.failure.code) == ("customer", "imap_auth")
+    # Only together do they reach 20 %: a failure, but not the provider's.
+    verdict = GroupRule.parse({"failing": ">= 20%"}).judge(_mailboxes(1, 1, 8))
+    assert verdict.outcome == "fail" and verdict.failure.attribution == "customer"
+
+
+def test_all_one_provider_failure_is_the_providers_and_any_needs_every_member_the_providers():
+    assert GroupRule("all").judge(_mailboxes(1, 2, 0)).failure.attribution == "provider"
+    assert GroupRule("any").judge(_mailboxes(1, 2, 0)).failure.attribution == "customer"
+    assert GroupRule("any").judge(_mailboxes(3, 0, 0)).failure.attribution == "provider"
 
 
 @pytest.mark.parametrize("bad", ['"most"', '{ failing = "10%" }', '{ failing = ">= 150%" }',

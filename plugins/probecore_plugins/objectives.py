@@ -2,7 +2,10 @@
 latency_stats, maintenance_minutes, fault_free_days, success_ratio, heartbeat, notify_delay.
 
 Each is an :class:`probecore.Evaluator`; the semantics they share (the timeline, exclusions,
-exact comparison, remedies) live in the core, so a kind only says what it measures.
+exact comparison, remedies) live in the core, so a kind only says what it measures. Exclusions
+come from one place for every kind: time-based kinds read them off the timeline, sample-based
+kinds ask :meth:`EvaluationContext.excluded_at` (or ``excluded_record`` / ``excluded_span``)
+about each sample, record or window, which consult the same windows.
 """
 
 from __future__ import annotations
@@ -66,9 +69,52 @@ class LatencyConfig(ObjectiveConfig, kw_only=True, forbid_unknown_fields=True, f
     """Record field holding the sample: ``"value"``, ``"duration_s"`` or ``"phases.<name>"``."""
 
 
-def _samples(config: LatencyConfig, ctx: EvaluationContext) -> list[tuple[str, int, float]]:
-    return sorted(((check, at, value) for check in config.check_ids
-                   for at, value in ctx.values(check, config.metric)), key=lambda s: s[1])
+Sample = tuple[str, int, float]
+"""(check id, start ms, value)."""
+
+
+def _samples(config: LatencyConfig, ctx: EvaluationContext) -> tuple[list[Sample], list[tuple[Sample, str]]]:
+    """The period's samples the objective judges, and those its exclusions leave out (with the
+    reason), each in start order."""
+    kept: list[Sample] = []
+    excluded: list[tuple[Sample, str]] = []
+    for check in config.check_ids:
+        full = ctx.full_id(check)
+        for at, value in ctx.values(check, config.metric):
+            reason = ctx.excluded_at(config, full, at)
+            if reason is None:
+                kept.append((check, at, value))
+            else:
+                excluded.append(((check, at, value), reason))
+    kept.sort(key=lambda s: s[1])
+    excluded.sort(key=lambda s: s[0][1])
+    return kept, excluded
+
+
+def _excluded_note(excluded: list[tuple[Sample, str]]) -> str:
+    if not excluded:
+        return ""
+    reasons = sorted({reason for _, reason in excluded})
+    return f"; {len(excluded)} excluded ({', '.join(reasons)})"
+
+
+def _held_ms(config: LatencyConfig, ctx: EvaluationContext, misses: list[Sample],
+             every: list[Sample]) -> int:
+    """The time the missing samples stand for: each holds until the next sample of its check,
+    at most ``staleness × interval`` (as a record's outcome does on the timeline)."""
+    starts: dict[str, list[int]] = {}
+    for check, at, _ in every:
+        starts.setdefault(check, []).append(at)
+    for values in starts.values():
+        values.sort()
+    total = 0
+    for check, at, _ in misses:
+        hold = round(float(ctx.profile.check(check).interval) * config.staleness * 1000)
+        mine = starts[check]
+        i = bisect.bisect_right(mine, at)
+        following = mine[i] if i < len(mine) else None
+        total += hold if following is None else min(hold, following - at)
+    return total
 
 
 def _validate_metric(config: LatencyConfig) -> tuple[str, str] | None:
@@ -91,16 +137,22 @@ class Latency(Evaluator[LatencyConfig]):
 
     def evaluate(self, config: LatencyConfig, ctx: EvaluationContext) -> Verdict:
         assert config.op is not None and config.limit is not None
-        samples = _samples(config, ctx)
+        samples, excluded = _samples(config, ctx)
         if not samples:
-            return Verdict(measured=None, met=None, target=float(config.limit), note="no samples in the period")
+            return Verdict(measured=None, met=None, target=float(config.limit), excluded_samples=len(excluded),
+                           note="no samples in the period" + _excluded_note(excluded))
         limit = float(config.limit)
         misses = [s for s in samples if not compare(s[2], config.op, limit)]
         worst = max(s[2] for s in samples) if config.op in ("<", "<=") else min(s[2] for s in samples)
-        return Verdict(measured=worst, met=not misses, target=limit,
-                       evidence=[_sample(s) for s in misses[:MAX_EVIDENCE]],
-                       budget_used=len(misses) / len(samples),
-                       note=f"{len(samples)} samples, {len(misses)} not {config.op} {format_duration(limit)}")
+        evidence = [_sample(s) for s in misses[:MAX_EVIDENCE]]
+        # Excluded samples that would have missed are listed too, with their reason.
+        evidence += [{**_sample(s), "excluded": reason} for s, reason in excluded
+                     if not compare(s[2], config.op, limit)][:MAX_EVIDENCE]
+        return Verdict(measured=worst, met=not misses, target=limit, evidence=evidence,
+                       budget_used=len(misses) / len(samples), excluded_samples=len(excluded),
+                       interrupted_ms=_held_ms(config, ctx, misses, samples + [s for s, _ in excluded]),
+                       note=f"{len(samples)} samples, {len(misses)} not {config.op} {format_duration(limit)}"
+                       + _excluded_note(excluded))
 
 
 class Exceed(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -133,9 +185,10 @@ class LatencyStats(Evaluator[LatencyStatsConfig]):
 
     def evaluate(self, config: LatencyStatsConfig, ctx: EvaluationContext) -> Verdict:
         assert config.op is not None and config.limit is not None
-        samples = _samples(config, ctx)
+        samples, excluded = _samples(config, ctx)
         if not samples:
-            return Verdict(measured=None, met=None, target=float(config.limit), note="no samples in the period")
+            return Verdict(measured=None, met=None, target=float(config.limit), excluded_samples=len(excluded),
+                           note="no samples in the period" + _excluded_note(excluded))
         values = sorted(s[2] for s in samples)
         if config.stat == "mean":
             measured = float(sum(Fraction(v) for v in values) / len(values))
@@ -156,7 +209,8 @@ class LatencyStats(Evaluator[LatencyStatsConfig]):
                      f"(breached at {config.exceed.times})")
             if len(over) >= config.exceed.times:
                 met = False
-        return Verdict(measured=measured, met=met, target=float(config.limit), evidence=evidence, note=note)
+        return Verdict(measured=measured, met=met, target=float(config.limit), evidence=evidence,
+                       excluded_samples=len(excluded), note=note + _excluded_note(excluded))
 
 
 def _percentile_of(stat: str) -> float | None:
@@ -175,7 +229,10 @@ def _sample(sample: tuple[str, int, float]) -> dict[str, object]:
 
 class MaintenanceMinutes(Evaluator[ObjectiveConfig]):
     """Maintenance time within the period (004 三: adjustment time <= 100 min a month):
-    ``[[maintenance]]`` windows and ``maintenance`` exclusions, overlaps counted once."""
+    ``[[maintenance]]`` windows and ``maintenance`` exclusions, overlaps counted once.
+
+    It measures maintenance itself, so exclusions do not apply to it: a maintenance window
+    is what it counts, and force majeure or customer time is no maintenance."""
 
     kind = "maintenance_minutes"
     requires = ("op", "limit")
@@ -248,16 +305,25 @@ class SuccessRatio(Evaluator[ObjectiveConfig]):
     def evaluate(self, config: ObjectiveConfig, ctx: EvaluationContext) -> Verdict:
         assert config.op is not None and config.target is not None
         ok = judged = 0
+        excluded: dict[str, int] = {}
         for check in config.check_ids:
             for record in ctx.records(check):
-                if record.outcome != "error":
-                    judged += 1
-                    ok += record.outcome == "ok"
+                if record.outcome == "error":
+                    continue
+                reason = ctx.excluded_record(config, record)
+                if reason is not None:
+                    excluded[reason] = excluded.get(reason, 0) + 1
+                    continue
+                judged += 1
+                ok += record.outcome == "ok"
+        left_out = sum(excluded.values())
+        tail = f"; {left_out} excluded ({', '.join(sorted(excluded))})" if left_out else ""
         if not judged:
-            return Verdict(measured=None, met=None, target=config.target, note="no judged records in the period")
+            return Verdict(measured=None, met=None, target=config.target, excluded_samples=left_out,
+                           note="no judged records in the period" + tail)
         ratio = Fraction(ok, judged)
         return Verdict(measured=float(ratio), met=compare(ratio, config.op, Fraction(str(config.target))),
-                       target=config.target, note=f"{ok} of {judged} ok")
+                       target=config.target, excluded_samples=left_out, note=f"{ok} of {judged} ok" + tail)
 
 
 class HeartbeatConfig(ObjectiveConfig, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -266,7 +332,8 @@ class HeartbeatConfig(ObjectiveConfig, kw_only=True, forbid_unknown_fields=True,
 
 class Heartbeat(Evaluator[HeartbeatConfig]):
     """At least one ok (pushed) record in every window of ``every`` whole days from the period's
-    start (003-B: a backup every day; 004-B: a full backup every 3 days)."""
+    start (003-B: a backup every day; 004-B: a full backup every 3 days). A window without one
+    that an exclusion overlaps is excluded, not missed: the job may be due at any moment of it."""
 
     kind = "heartbeat"
     Config = HeartbeatConfig
@@ -283,15 +350,24 @@ class Heartbeat(Evaluator[HeartbeatConfig]):
         days = list(ctx.period.days())
         windows = [(days[i][0], days[min(i + size, len(days)) - 1][1]) for i in range(0, len(days), size)]
         beats = sorted(at for check in config.check_ids for at, _ in ctx.values(check, "duration_s"))
-        missed = []
+        missed, excluded = [], []
         for a, b in windows:
             i = bisect.bisect_left(beats, a)
             if (i < len(beats) and beats[i] < b) or b > ctx.now_ms:
                 continue  # a beat in it, or the window is not over yet
-            missed.append(a)
-        return Verdict(measured=len(missed), met=not missed, target=0,
-                       evidence=[{"window_start": format_timestamp_ms(a)} for a in missed[:MAX_EVIDENCE]], misses=missed,
-                       note=f"{len(windows)} window(s) of {format_duration(config.every)}, {len(missed)} without an ok record")
+            reason = next((r for c in config.check_ids
+                           if (r := ctx.excluded_span(config, ctx.full_id(c), a, b)) is not None), None)
+            if reason is not None:
+                excluded.append((a, reason))
+            else:
+                missed.append(a)
+        evidence = [{"window_start": format_timestamp_ms(a)} for a in missed[:MAX_EVIDENCE]]
+        evidence += [{"window_start": format_timestamp_ms(a), "excluded": r} for a, r in excluded[:MAX_EVIDENCE]]
+        return Verdict(measured=len(missed), met=not missed, target=0, evidence=evidence, misses=missed,
+                       excluded_samples=len(excluded),
+                       note=f"{len(windows)} window(s) of {format_duration(config.every)}, {len(missed)} without an ok record"
+                       + (f", {len(excluded)} excluded ({', '.join(sorted({r for _, r in excluded}))})"
+                          if excluded else ""))
 
 
 class NotifyDelay(Evaluator[ObjectiveConfig]):
@@ -314,12 +390,21 @@ class NotifyDelay(Evaluator[ObjectiveConfig]):
                 notices[a.incident] = min(at, notices.get(a.incident, at))
         evidence, misses, delays = [], [], []
         seen = set()
+        excluded = 0
         for outage in timeline.outages:
             if not outage.counted or outage.incident_id in seen:
                 continue
             if not ctx.period.start_ms <= outage.confirmed_at < ctx.until_ms:
                 continue
             seen.add(outage.incident_id)
+            # An outage confirmed during an exclusion (force majeure …) owes no notice (002 art.4).
+            reason = ctx.excluded_at(config, outage.check, outage.confirmed_at)
+            if reason is not None:
+                excluded += 1
+                evidence.append({"incident": outage.incident_id,
+                                 "confirmed_at": format_timestamp_ms(outage.confirmed_at),
+                                 "notified_at": None, "notice_delay_s": None, "met": None, "excluded": reason})
+                continue
             notified = notices.get(outage.incident_id)
             delay = None if notified is None else notified - outage.confirmed_at
             if delay is None:
@@ -336,10 +421,11 @@ class NotifyDelay(Evaluator[ObjectiveConfig]):
         if misses:
             met_all: bool | None = False
         else:
-            met_all = None if any(e["met"] is None for e in evidence) else True
+            met_all = None if any(e["met"] is None and "excluded" not in e for e in evidence) else True
         return Verdict(measured=measured, met=met_all, target=limit_ms / 1000, timeline=timeline,
-                       evidence=evidence, misses=misses,
-                       note=f"{len(evidence)} confirmed outage(s), {len(misses)} notice(s) missed")
+                       evidence=evidence, misses=misses, excluded_samples=excluded,
+                       note=f"{len(evidence)} confirmed outage(s), {len(misses)} notice(s) missed"
+                       + (f", {excluded} excluded" if excluded else ""))
 
 
 BUILTIN_EVALUATORS = (Availability, Downtime, Latency, LatencyStats, MaintenanceMinutes, FaultFreeDays,
