@@ -7,6 +7,7 @@ import io
 import re
 import sys
 from datetime import datetime, timezone
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import msgspec
 
 from ._durations import format_duration
 from ._errors import UsageError
-from ._evaluation import ObjectiveReport, Period, Report, evaluate_profile
+from ._evaluation import ObjectiveReport, Period, Report, compare, evaluate_profile
 from ._plugins import PluginHost
 from ._profile import load_profile
 from ._store import default_store_url, open_store
@@ -83,17 +84,64 @@ def _period(args: argparse.Namespace, zone: Any, now: datetime) -> Period:
 # ---- rendering ----------------------------------------------------------------------------------
 
 def measured_text(o: ObjectiveReport) -> str:
-    return _value(o.measured, o.unit)
+    return decisive(o)[0]
+
+
+def target_text(o: ObjectiveReport) -> str:
+    return decisive(o)[1]
+
+
+MAX_PRECISION = 12
+
+
+def decisive(o: ObjectiveReport) -> tuple[str, str]:
+    """Measured and target as text with enough digits that, read as numbers, they give the
+    verdict the report gives (0.998981 against 0.999 is "99.8981%", never "99.9%")."""
+    for precision in range(MAX_PRECISION + 1):
+        measured, shown_m = _shown(o.measured, o.unit, precision)
+        target, shown_t = _shown(o.target, o.unit, precision)
+        if o.met is None or shown_m is None or shown_t is None or o.op is None \
+                or compare(shown_m, o.op, shown_t) == o.met:
+            return measured, target
+    return _shown(o.measured, o.unit, 0)[0], _shown(o.target, o.unit, 0)[0]
 
 
 def _value(value: float | None, unit: str) -> str:
+    return _shown(value, unit, 0)[0]
+
+
+def _shown(value: float | None, unit: str, extra: int) -> tuple[str, Fraction | None]:
+    """*value* as text with 4 + *extra* significant digits (ratios, milliseconds) or 3 + *extra*
+    decimals of a second, and the number the text says."""
     if value is None:
-        return "–"
+        return "–", None
     if unit == "ratio":
-        return f"{value * 100:.4g}%"
+        text = f"{value * 100:.{4 + extra}g}"
+        return f"{text}%", Fraction(text) / 100
     if unit == "s":
-        return format_duration(round(value, 3)) if value >= 1 else f"{value * 1000:.4g}ms"
-    return f"{value:g} {unit}"
+        if value >= 1:
+            seconds = round(value, 3 + extra)
+            return format_duration(seconds), Fraction(str(seconds))
+        text = f"{value * 1000:.{4 + extra}g}"
+        return f"{text}ms", Fraction(text) / 1000
+    return f"{value:g} {unit}", Fraction(str(value))
+
+
+def share_text(share: float) -> str:
+    """A share as a percentage that never rounds a shortfall up to 100 %."""
+    if share >= 1:
+        return "100%"
+    for digits in range(1, 7):
+        text = f"{share * 100:.{digits}f}"
+        if not text.startswith("100"):
+            return f"{text}%"
+    return f"{share * 100:.6f}%"
+
+
+def coverage_text(o: ObjectiveReport) -> str:
+    if o.coverage is None:
+        return "–"
+    return share_text(o.coverage) + (f" (÷ {o.denominator})" if o.denominator else "")
 
 
 def verdict_text(met: bool | None) -> str:
@@ -125,18 +173,46 @@ def remedy_text(o: ObjectiveReport) -> str:
     r = o.remedy
     if r is None:
         return "–"
+    basis = f" of {r.of}" if r.of else ""
     if r.minutes is not None:
-        return f"{r.kind}: {r.minutes:g} min of service"
+        return f"{r.kind}{basis}: {r.minutes:g} min of service"
     if r.amount is not None:
-        return f"{r.kind}: {r.amount:g} {r.currency or ''}".rstrip()
-    return r.kind
+        return f"{r.kind}{basis}: {r.amount:g} {r.currency or ''}".rstrip()
+    return r.kind + basis
+
+
+def owed_text(report: Report) -> str | None:
+    """One line: the total owed for the period, each obligation once."""
+    owed = report.owed
+    if not owed.items:
+        return None
+    parts = [f"{amount:g} {currency}".rstrip() for currency, amount in sorted(owed.amounts.items())]
+    if owed.minutes:
+        parts.append(f"{owed.minutes:g} min of service")
+    skipped = [f"{i.objective} ({i.why})" for i in owed.items if not i.counted]
+    return (f"owed for {report.period.label}: " + (" + ".join(parts) or "nothing that can be computed")
+            + (f"; not counted again: {'; '.join(skipped)}" if skipped else ""))
+
+
+def exclusion_text(e: Any) -> str:
+    if e.withdrawn:
+        status = " [withdrawn]"
+    elif not e.applies_to:
+        status = " [applies to nothing]"
+    else:
+        status = f" [applies to {', '.join(e.applies_to)}]"
+    return f"{e.start}–{e.end} {e.reason}{status}"
 
 
 def _rows(report: Report) -> list[list[str]]:
-    return [[o.id, o.clause or "–", o.kind, measured_text(o), o.op or "–", _value(o.target, o.unit),
-             verdict_text(o.met), budget_text(o), "–" if o.coverage is None else f"{o.coverage:.1%}",
-             remedy_text(o)]
+    return [[o.id, o.clause or "–", o.kind, *_measured_and_target(o), verdict_text(o.met), budget_text(o),
+             coverage_text(o), remedy_text(o)]
             for o in report.objectives]
+
+
+def _measured_and_target(o: ObjectiveReport) -> tuple[str, str, str]:
+    measured, target = decisive(o)
+    return measured, o.op or "–", target
 
 
 HEADERS = ["objective", "clause", "kind", "measured", "op", "target", "verdict", "budget", "coverage", "remedy"]
@@ -186,9 +262,11 @@ def render_table(report: Report) -> None:
     for o in report.objectives:
         if o.note:
             console.print(f"[dim]{o.id}: {o.note}[/]")
+    owed = owed_text(report)
+    if owed:
+        console.print(owed)
     if report.exclusions:
-        console.print("exclusions: " + "; ".join(
-            f"{e.start}–{e.end} {e.reason}" + (" [withdrawn]" if e.withdrawn else "") for e in report.exclusions))
+        console.print("exclusions: " + "; ".join(exclusion_text(e) for e in report.exclusions))
     if report.not_judged:
         console.print(f"[dim]not judged in a {report.period.kind}ly report: {', '.join(report.not_judged)}[/]")
 
@@ -203,8 +281,10 @@ def render_markdown(report: Report) -> str:
     notes = [f"- {o.id}: {o.note}" for o in report.objectives if o.note]
     if notes:
         lines += ["", "## Notes", "", *notes]
+    owed = owed_text(report)
+    if owed:
+        lines += ["", "## Owed", "", owed]
     if report.exclusions:
         lines += ["", "## Exclusions", ""]
-        lines += [f"- {e.start} – {e.end}: {e.reason}{' (withdrawn)' if e.withdrawn else ''}"
-                  f"{' — ' + e.note if e.note else ''}" for e in report.exclusions]
+        lines += [f"- {exclusion_text(e)}{' — ' + e.note if e.note else ''}" for e in report.exclusions]
     return "\n".join(lines) + "\n"
