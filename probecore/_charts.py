@@ -132,15 +132,16 @@ def timeline_chart(ident: str, segments: Sequence[tuple[int, int, str]],
     return _render(chart)
 
 
-def response_chart(ident: str, series: dict[str, Sequence[tuple[int, float]]], *, start_ms: int,
+def response_chart(ident: str, series: dict[str, Sequence[tuple[int, float] | None]], *, start_ms: int,
                    end_ms: int, zone: Any, unit: str | None) -> str:
-    """Values over the last hours (one line per series), e.g. a check's response time."""
+    """Values over the last hours (one line per series, ``None`` breaks a line), e.g. a check's
+    response time."""
     scale, label = (1000.0, "ms") if unit == "s" else (1.0, unit or "")
     chart = _chart(pygal.XY, ident, ("#2b6cb0", "#3f9b52", "#d99a1e", "#5a3e8c"), 1.5, height=180,
                    show_dots=False, allow_interruptions=True, legend_columns=4,
                    x_labels=_hour_ticks(start_ms, end_ms, zone), x_value_formatter=_x_formatter(zone, "%H:%M"),
                    value_formatter=lambda v: f"{v:.4g} {label}".strip(), xrange=(start_ms, end_ms),
-                   show_legend=len(series) > 1, range=(0, 1) if not any(series.values()) else None)
+                   show_legend=len(series) > 1, range=(0, 1) if not any(any(v) for v in series.values()) else None)
     for name, values in series.items():
-        chart.add(name, [(ms, v * scale) for ms, v in values] or [None])
+        chart.add(name, [None if p is None else (p[0], p[1] * scale) for p in values] or [None])
     return _render(chart)

@@ -114,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only this objective (repeatable)")
     _store_option(report)
 
+    serve = sub.add_parser(
+        "serve", help="a read-only status page over the store (checks, open incidents, objectives)",
+        description="Serve one page, refreshing itself, with each check's latest record and last 24 h "
+        "of values, the open incidents and the month-to-date objectives of every PROFILE. Nothing "
+        "it serves writes.")
+    serve.add_argument("profiles", metavar="PROFILE", nargs="+")
+    serve.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:8080",
+                       help="where to listen (default 127.0.0.1:8080, loopback only; port 0 picks one)")
+    serve.add_argument("--refresh", metavar="DURATION", default=30.0, type=_duration,
+                       help='how often the page reloads and is rebuilt (default "30s")')
+    _store_option(serve)
+
     from ._cli_ledger import add_parsers
     add_parsers(sub)
     from ._cli_notify import add_parsers as add_notify_parsers
@@ -207,7 +219,7 @@ def _main(argv: list[str]) -> int:
     from ._cli_ledger import COMMANDS as ledger_commands
     from ._cli_notify import COMMANDS as notify_commands
     command = {"run": cmd_run, "check": cmd_check, "plugins": cmd_plugins, "schema": cmd_schema,
-               "records": cmd_records, "report": cmd_report, "demo": cmd_demo,
+               "records": cmd_records, "report": cmd_report, "demo": cmd_demo, "serve": cmd_serve,
                **ledger_commands, **notify_commands}[args.command]
     return command(args, host)
 
@@ -457,6 +469,23 @@ def cmd_report(args: argparse.Namespace, host: PluginHost) -> int:
     from ._report import run_report
 
     return run_report(args, host)
+
+
+# ---- probe serve ------------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace, host: PluginHost) -> int:
+    from ._serve import parse_listen, run_serve
+
+    parse_listen(args.listen)  # a bad address is a usage error before any store is opened
+    profiles = [load_profile(p, host.probes, host.evaluators, host.notifiers) for p in args.profiles]
+    stores: list[Store] = []
+    try:
+        for profile in profiles:
+            stores.append(open_store(args.store or default_store_url(profile.name), host.stores.get))
+        return run_serve(profiles, stores, host.evaluators, listen=args.listen, refresh=args.refresh)
+    finally:
+        for store in stores:
+            store.close()
 
 
 # ---- probe demo -------------------------------------------------------------------------------
