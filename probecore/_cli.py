@@ -437,7 +437,7 @@ def _import(args: argparse.Namespace, host: PluginHost) -> int:
         added, skipped = store.import_records(records)
     finally:
         store.close()
-    print(f"{args.file}: {added} records imported into {url}"
+    print(f"{args.file}: {added} records imported into {store.url}"  # store.url: no password
           + (f", {skipped} already there" if skipped else ""), file=sys.stderr)
     return 0
 

@@ -61,7 +61,7 @@ from probecore import (
     timestamp_ms,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 FIRST_GAP = 2**53 - 1
 """``gap_ms`` of a stream's first record: a gap larger than any hold (as in SQLite)."""
@@ -133,6 +133,21 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_attempts_by_delivery ON outbox_attempts (delivery_id, at_ms, seq);
     COMMENT ON COLUMN records.gap_ms IS 'started_ms minus the previous start of the stream; {FIRST_GAP} for its first'
+    """,
+    # v2: probe agent / probe judge (probecore_plugins.pg_coordination): agents' membership,
+    # the judge's state, and records by insertion id for the judge to follow.
+    """
+    CREATE TABLE agents (
+        vantage     text COLLATE "C" NOT NULL,
+        agent       text COLLATE "C" NOT NULL,
+        seen_ms     bigint NOT NULL,
+        PRIMARY KEY (vantage, agent)
+    );
+    CREATE TABLE judge_state (
+        key         text COLLATE "C" PRIMARY KEY,
+        value       text NOT NULL
+    );
+    CREATE INDEX records_by_id ON records (id);
     """,
 )
 
@@ -224,6 +239,7 @@ class PostgreSQLStore:
             raise StoreUnavailable(f"store {self.url}: cannot connect: {self._first_line(exc)}") from None
         except psycopg.Error as exc:
             raise StoreError(f"store {self.url}: cannot open: {self._first_line(exc)}") from None
+        self._conninfo_text = conninfo  # for sessions of their own (the judge's leader lock)
         self._pool = psycopg_pool.ConnectionPool(
             conninfo, min_size=1, max_size=max(1, pool_size), open=True, timeout=POOL_TIMEOUT_S,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S}, name="probecore-store")
@@ -275,9 +291,22 @@ class PostgreSQLStore:
             raise StoreError(f"store {self.url}: no connection within {POOL_TIMEOUT_S:g}s "
                              "(is the server up?)") from None
         except psycopg.OperationalError as exc:
+            # The server went away or ended our connections: drop the pool's dead ones now, so
+            # that the caller's retry (the pipeline retries a failed batch) gets a live one.
+            self._check_pool()
             raise StoreError(f"store {self.url}: {self._first_line(exc)}") from None
         except psycopg.Error as exc:
             raise StoreError(f"store {self.url}: write failed: {self._first_line(exc)}") from None
+
+    def _check_pool(self) -> None:
+        import psycopg
+
+        pool = self._pool
+        if pool is not None:
+            try:
+                pool.check()
+            except psycopg.Error:  # the server is still down: the next call reports it
+                pass
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -588,6 +617,13 @@ class PostgreSQLStore:
                 "AND NOT EXISTS (SELECT 1 FROM events r WHERE r.incident_id = e.incident_id "
                 "AND r.kind = 'resolved') ORDER BY seq", (profile + "/", profile + "/\U0010ffff")).fetchall()
         return [decode_event(body) for (body,) in rows]
+
+    def coordination(self) -> Any:
+        """Membership, leader lock and state for ``probe agent`` / ``probe judge``
+        (:class:`probecore_plugins.pg_coordination.PostgreSQLCoordination`)."""
+        from .pg_coordination import PostgreSQLCoordination
+
+        return PostgreSQLCoordination(self, self._conninfo_text)
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
