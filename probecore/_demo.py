@@ -40,6 +40,7 @@ from ._evaluation import Period, evaluate_profile
 from ._plugins import PluginHost
 from ._profile import load_profile
 from ._report import render_table
+from ._report_html import render_html, report_extras
 from ._runner import RunOptions, default_vantage, run_profile
 from ._store import data_dir, open_store
 
@@ -416,8 +417,9 @@ def run_demo(host: PluginHost, *, duration: float, store_url: str | None, json_m
         deliveries = store.deliveries(profile.name)
         now = datetime.now(timezone.utc)
         local = now.astimezone(profile.timezone)
-        report = evaluate_profile(profile, store, host.evaluators,
-                                  Period.month(local.year, local.month, profile.timezone), now=now)
+        period = Period.month(local.year, local.month, profile.timezone)
+        report = evaluate_profile(profile, store, host.evaluators, period, now=now)
+        html = render_html(report, report_extras(profile, store, period, now, report))
     finally:
         store.close()
 
@@ -448,6 +450,10 @@ def run_demo(host: PluginHost, *, duration: float, store_url: str | None, json_m
     confirmed = [e for e in result.events if e.kind == "confirmed"]
     console.print(f"{len(records)} records stored in {store.url}; {len(confirmed)} incident(s) confirmed. "
                   f"See them with: probe records {demo_profile_path()} --store {store.url}")
+    report_path = data_dir() / "demo-report.html"
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(html, encoding="utf-8")
+    console.print(f"The month's report as a page (open it in a browser): {report_path}")
     if not records:
         print("probe: demo: no records were stored", file=sys.stderr)
         return 1

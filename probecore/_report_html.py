@@ -110,7 +110,8 @@ def page_model(data: dict[str, Any], extras: Extras, *, max_charts: int = DEFAUL
             "charted": len(charted), "timed": sum(o.get("coverage") is not None for o in data["objectives"]),
             "title": _title(data), "font": FONT, "colours": COLOURS,
             "period_text": f"{local_time(period['start'], zone)} – {local_time(period['end'], zone)}",
-            "generated": local_time(data.get("generated_at"), zone)}
+            "generated": local_time(data.get("generated_at"), zone),
+            "until": local_time(period.get("evaluated_until"), zone)}
 
 
 def objective_model(o: dict[str, Any], extra: ObjectiveExtras, exclusions: list[dict[str, Any]], *,
@@ -122,7 +123,7 @@ def objective_model(o: dict[str, Any], extra: ObjectiveExtras, exclusions: list[
         "text": o.get("description") or o.get("text") or extra.description,
         "measured": value_text(o.get("measured"), unit), "target": value_text(o.get("target"), unit),
         "verdict": verdict_word(o.get("met")), "budget": budget_text(o),
-        "coverage": None if o.get("coverage") is None else f"{o['coverage']:.2%}",
+        "coverage": coverage_text(o.get("coverage")),
         "known": None if o.get("coverage") is None else duration_text(o.get("unknown_s", 0.0)),
         "downtime": duration_text(o.get("downtime_s", 0.0)), "excluded": duration_text(o.get("excluded_s", 0.0)),
         "excluded_by_reason": {k: duration_text(v) for k, v in (o.get("excluded_by_reason") or {}).items()},
@@ -173,12 +174,20 @@ def burn_series(o: dict[str, Any], segments: list[tuple[int, int, str]] | None, 
 
 
 def outage_model(x: dict[str, Any], zone: Any) -> dict[str, Any]:
-    return {"x": x, "start": local_time(x["start"], zone), "end": local_time(x["end"], zone),
+    start = local_time(x["start"], zone)
+    return {"x": x, "start": start, "end": _same_day(start, local_time(x["end"], zone)),
             "duration": duration_text(x["duration_s"]), "down": duration_text(x["down_s"]),
             "excluded_time": duration_text(x.get("excluded_s") or 0.0),
-            "check": x["check"].split("/", 1)[-1], "confirmed": local_time(x.get("confirmed_at"), zone),
+            "check": x["check"].split("/", 1)[-1], "confirmed": _same_day(start, local_time(x.get("confirmed_at"), zone)),
             "report_by": local_time(x.get("report_by"), zone), "reported": local_time(x.get("reported_at"), zone),
             "notice": None if x.get("notice_delay_s") is None else duration_text(x["notice_delay_s"])}
+
+
+def _same_day(first: str | None, second: str | None) -> str | None:
+    """*second* without its date when it is *first*'s date (a table of outages stays narrow)."""
+    if first and second and first[:10] == second[:10]:
+        return second[11:]
+    return second
 
 
 def exclusion_model(e: dict[str, Any], zone: Any) -> dict[str, Any]:
@@ -287,6 +296,16 @@ def duration_text(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.3g} s"
     return human_duration(seconds)
+
+
+def coverage_text(coverage: float | None) -> str | None:
+    if coverage is None:
+        return None
+    if 0 < coverage < 0.0001:
+        return "< 0.01%"
+    if 0.9999 < coverage < 1:
+        return "> 99.99%"
+    return f"{coverage:.2%}"
 
 
 def budget_text(o: dict[str, Any]) -> str:
