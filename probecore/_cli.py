@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_parsers(sub)
     from ._cli_notify import add_parsers as add_notify_parsers
     add_notify_parsers(sub)
+    from ._cli_scale import add_parsers as add_scale_parsers
+    add_scale_parsers(sub)
 
     demo = sub.add_parser("demo", help="start loopback demo services and run the demo profile against them",
                           description="Starts small services on 127.0.0.1, runs the embedded demo "
@@ -218,9 +220,10 @@ def _main(argv: list[str]) -> int:
     host = make_plugin_manager(blocked=args.no_plugin)
     from ._cli_ledger import COMMANDS as ledger_commands
     from ._cli_notify import COMMANDS as notify_commands
+    from ._cli_scale import COMMANDS as scale_commands
     command = {"run": cmd_run, "check": cmd_check, "plugins": cmd_plugins, "schema": cmd_schema,
                "records": cmd_records, "report": cmd_report, "demo": cmd_demo, "serve": cmd_serve,
-               **ledger_commands, **notify_commands}[args.command]
+               **ledger_commands, **notify_commands, **scale_commands}[args.command]
     return command(args, host)
 
 

@@ -36,17 +36,20 @@ class Pipeline:
         applied to each record before anything else sees it.
     :param route: turns a batch's events into outbox deliveries (:class:`~probecore._notify.Router`),
         written in the same transaction as the events.
+    :param track: run the incident trackers; ``probe agent`` does not (its judge does).
     """
 
     def __init__(self, store: Store, confirm: dict[str, int], *,
                  on_observed: Sequence[ObservedCallback] = (), on_stored: Sequence[StoredCallback] = (),
                  batch_size: int = 500, flush_interval: float = 0.5, warn: Callable[[str], None] | None = None,
                  attribute: Callable[[SLIRecord], SLIRecord] | None = None,
-                 route: Callable[[Sequence[IncidentEvent]], list[Any]] | None = None):
+                 route: Callable[[Sequence[IncidentEvent]], list[Any]] | None = None,
+                 track: bool = True):
         self.store = store
         self._route = route
         self._attribute = attribute
         self._confirm = confirm
+        self._track = track
         self._trackers: dict[tuple[str, str], IncidentTracker] = {}
         self._records: list[SLIRecord] = []
         self._events: list[IncidentEvent] = []
@@ -94,7 +97,7 @@ class Pipeline:
         """Take one record from the scheduler. Never blocks."""
         if self._attribute is not None:
             record = self._attribute(record)
-        events = self.tracker(record.check, record.vantage).feed(record)
+        events = self.tracker(record.check, record.vantage).feed(record) if self._track else []
         self._records.append(record)
         self._events.extend(events)
         for callback in self._on_observed:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ._groups import GroupRule, _attribution
+from ._groups import GroupRule
 from ._incidents import counts_as_failure
 from ._profile import QUORUM_VANTAGE, Check
 from ._record import Failure, Observation, SLIRecord, format_timestamp_ms, timestamp_ms
@@ -126,13 +126,10 @@ class VantageMerge:
             codes = {r.failure.code for r in failing if r.failure}
             code = codes.pop() if len(codes) == 1 else "vantages"
             names = ", ".join(f"{r.vantage}: {r.failure.code if r.failure else 'fail'}" for r in failing)
+            # Fewer than the quorum saw it fail: their own network, not the provider.
             outcome = "fail"
-            if len(failing) >= quorum:  # a rule that counts only the provider's failures
-                failure = Failure(code, _attribution([_as_member(r) for r in failing]),
-                                  f"{len(failing)} of {len(members)} vantages failed ({names})")
-            else:  # fewer than the quorum saw it fail: their own network, not the provider
-                failure = Failure(code, "probe", f"{len(failing)} of {len(members)} vantages failed, "
-                                  f"below the quorum of {quorum} ({names}): the failing vantages' network")
+            failure = Failure(code, "probe", f"{len(failing)} of {len(members)} vantages failed, "
+                              f"below the quorum of {quorum} ({names}): the failing vantages' network")
         elif failure is not None:
             failure = Failure(failure.code, failure.attribution,
                               failure.message.replace("members failed", "vantages failed")

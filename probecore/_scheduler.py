@@ -89,6 +89,11 @@ class Scheduler:
                                           kind.host(check.config)))
 
     @property
+    def checks(self) -> list[Check]:
+        """The checks this scheduler runs (passive ones left out)."""
+        return [p.check for p in self._planned]
+
+    @property
     def stats(self) -> dict[str, CheckStats]:
         """Per check (full id): attempts, missed slots, last record, next due time."""
         return {p.check.full_id: p.stats for p in self._planned}
