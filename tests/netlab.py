@@ -25,6 +25,15 @@ first end): it answers 10.200.N.130 (no route there: :attr:`Link.net_unreachable
 network unreachable and 10.200.N.200 (an ``unreachable`` route: :attr:`Link.host_unreachable`)
 with host unreachable; the kernel limits those errors to 5 at once, then 1/s, per sender.
 
+**Bandwidth** (narrowband lines): :meth:`Link.set` with ``rate`` (bits/s) puts a token bucket in
+the direction(s): it fills at ``rate`` up to ``burst`` bytes (default one full-size frame, like
+``tc tbf burst 1514``), a frame leaves when the bucket holds its size (in order: a frame waits for
+those before it), and frames that would wait longer than ``limit`` bytes take to drain are
+dropped (``dropped_queue``), as a modem's buffer overflows. The delay is added after the bucket:
+a frame arrives ``delay`` after it left it. Rates count whole Ethernet frames (headers included),
+and ``bytes`` in :meth:`Link.stats` counts what was delivered, so a test can compute what the
+link's physics allows.
+
 **Why a relay**: this kernel has no ``netem`` qdisc. Every veth end that faces the relay stays in
 this namespace (no addresses, IPv6 off), and one relay process (``python -m tests.netlab relay``)
 reads frames from each with an ``AF_PACKET`` socket and writes them to the link's other end
@@ -74,6 +83,8 @@ LOCK_FILE = Path(tempfile.gettempdir()) / "probecore-netlab.lock"
 RELAY_START_TIMEOUT = 15.0
 COMMAND_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+MAX_FRAME = 1514          # bytes: a full-size Ethernet frame (MTU 1500 + header)
+DEFAULT_LIMIT = 1 << 20   # bytes that may wait for a rate-limited link
 DIRECTIONS = ("out", "back")
 """``out``: from a link's first end (the vantage) to its second (the host); ``back``: the reverse."""
 
@@ -197,6 +208,12 @@ class _Direction:
     delay: float = 0.0
     jitter: float = 0.0
     loss: float = 0.0
+    rate: float = 0.0               # bits/s; 0: no limit
+    burst: int = MAX_FRAME          # bytes the bucket holds
+    limit: int = DEFAULT_LIMIT      # bytes that may wait for the bucket
+    tokens: float = 0.0             # bytes in the bucket at token_time
+    token_time: float = 0.0
+    last_left: float = 0.0          # when the frame before left the bucket
     rng: random.Random = field(default_factory=random.Random)         # loss draws (unicast only)
     spread: random.Random = field(default_factory=random.Random)      # jitter draws
     queue: collections.deque[tuple[float, bytes]] = field(default_factory=collections.deque)
@@ -210,7 +227,27 @@ class _Direction:
 
     def zero(self) -> None:
         self.stats = {"frames": 0, "unicast": 0, "dropped_loss": 0, "dropped_down": 0, "delivered": 0,
-                      "send_errors": 0, "late_max_s": 0.0, "late_sum_s": 0.0}
+                      "send_errors": 0, "late_max_s": 0.0, "late_sum_s": 0.0, "bytes": 0,
+                      "dropped_queue": 0}
+
+    def shape(self, arrived: float, size: int) -> float | None:
+        """When a frame of *size* bytes that *arrived* leaves the token bucket (None: dropped
+        because the queue before the bucket is full). Without a rate: when it arrived."""
+        if not self.rate:
+            return arrived
+        per_second = self.rate / 8.0
+        start = max(arrived, self.last_left)  # in order, behind the frames before it
+        tokens = min(float(self.burst), self.tokens + (start - self.token_time) * per_second)
+        left = start if tokens >= size else start + (size - tokens) / per_second
+        if left - arrived > self.limit / per_second:
+            return None
+        self.tokens = max(0.0, tokens - size) if tokens >= size else 0.0
+        self.token_time = self.last_left = left
+        return left
+
+    def refill(self) -> None:
+        """A full bucket and an idle queue (after a change of rate, or a reset)."""
+        self.tokens, self.token_time, self.last_left = float(self.burst), 0.0, 0.0
 
 
 def relay_main(spec: dict) -> None:  # type: ignore[type-arg]
@@ -253,6 +290,7 @@ def relay_main(spec: dict) -> None:  # type: ignore[type-arg]
                 try:
                     d.tx.send(frame)
                     d.stats["delivered"] += 1
+                    d.stats["bytes"] += len(frame)
                 except OSError:
                     d.stats["send_errors"] += 1
                 d.stats["late_max_s"] = max(d.stats["late_max_s"], late)
@@ -301,8 +339,12 @@ def _take_frames(d: _Direction, down: dict[str, bool]) -> None:
             if d.loss and d.rng.random() < d.loss:
                 d.stats["dropped_loss"] += 1
                 continue
+        left = d.shape(mono - age, len(frame))
+        if left is None:
+            d.stats["dropped_queue"] += 1
+            continue
         spread = d.spread.uniform(-d.jitter, d.jitter) if d.jitter else 0.0
-        due = max(mono - age + max(0.0, d.delay + spread), d.last_due)
+        due = max(left + max(0.0, d.delay + spread), d.last_due)
         d.last_due = due
         d.queue.append((due, frame))
 
@@ -317,6 +359,10 @@ def _command(message: dict, directions: dict[tuple[str, str], _Direction], down:
             for name in names:
                 d = directions[(link, name)]
                 d.delay, d.jitter, d.loss = (float(message[k]) for k in ("delay", "jitter", "loss"))
+                d.rate = float(message.get("rate") or 0.0)
+                d.burst = int(message.get("burst") or MAX_FRAME)
+                d.limit = int(message.get("limit") or DEFAULT_LIMIT)
+                d.refill()
                 if message.get("seed") is not None:
                     d.reseed(int(message["seed"]))
         elif cmd in ("down", "up"):
@@ -329,9 +375,12 @@ def _command(message: dict, directions: dict[tuple[str, str], _Direction], down:
                     d = directions[(link, name)]
                     d.stats["dropped_down"] += len(d.queue)
                     d.queue.clear()
+                    d.refill()
         elif cmd == "reset":
             for d in directions.values():
-                d.delay = d.jitter = d.loss = 0.0
+                d.delay = d.jitter = d.loss = d.rate = 0.0
+                d.burst, d.limit = MAX_FRAME, DEFAULT_LIMIT
+                d.refill()
                 d.reseed(seed)
                 d.zero()
                 d.queue.clear()
@@ -524,8 +573,11 @@ class Link:
         return self.relay
 
     def set(self, delay: float = 0.0, jitter: float = 0.0, loss: float = 0.0, *,
-            direction: str = "both", seed: int | None = None) -> None:
-        """Impair the link: *delay* ± *jitter* seconds one way, *loss* a share of frames dropped.
+            direction: str = "both", seed: int | None = None, rate: float = 0.0,
+            burst: int = MAX_FRAME, limit: int = DEFAULT_LIMIT) -> None:
+        """Impair the link: *delay* ± *jitter* seconds one way, *loss* a share of frames dropped,
+        and at most *rate* bits per second (0: no limit) through a token bucket of *burst* bytes
+        with at most *limit* bytes waiting for it (see the module docstring).
 
         *direction* is ``both``, ``out`` (towards the second end) or ``back``; *seed* restarts
         the loss and jitter draws of the direction(s) from a seed.
@@ -534,8 +586,10 @@ class Link:
             raise ValueError(f"direction must be both, out or back, not {direction!r}")
         if not (0 <= loss <= 1 and delay >= 0 and 0 <= jitter <= delay):
             raise ValueError("expected 0 <= loss <= 1 and 0 <= jitter <= delay")
+        if not (rate >= 0 and burst >= MAX_FRAME and limit >= MAX_FRAME):
+            raise ValueError(f"expected rate >= 0 and burst, limit >= {MAX_FRAME} bytes (one full frame)")
         self._relay().command("set", link=self.name, direction=direction, delay=delay, jitter=jitter,
-                              loss=loss, seed=seed)
+                              loss=loss, seed=seed, rate=rate, burst=burst, limit=limit)
 
     def down(self) -> None:
         """Cut the link: every frame is dropped, those in flight too, until :meth:`up`."""
@@ -546,7 +600,8 @@ class Link:
 
     def stats(self) -> dict:  # type: ignore[type-arg]
         """``{"down": bool, "out": {...}, "back": {...}}``: per direction ``frames`` (read),
-        ``unicast``, ``dropped_loss``, ``dropped_down``, ``delivered``, ``send_errors``,
+        ``unicast``, ``dropped_loss``, ``dropped_down``, ``dropped_queue``, ``delivered`` (and
+        their ``bytes``), ``send_errors``,
         ``late_max_s`` / ``late_sum_s`` (how much later than due frames were released)."""
         return self._relay().command("stats")["links"][self.name]
 

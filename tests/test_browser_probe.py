@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import struct
-import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,19 +76,9 @@ confirm = 1
 """
 
 
-def png(width: int, height: int) -> bytes:
-    """A valid PNG of random pixels (incompressible: its size is its transfer size), so that
-    Chromium decodes all of it rather than giving up on garbage after the first bytes."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    rows = b"".join(b"\0" + os.urandom(width * 3) for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows, 0)) + chunk(b"IEND", b""))
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Nginx:
-    from tests.servers.nginx import _stop, start_nginx
+    from tests.servers.nginx import _stop, png, start_nginx
 
     directory = tmp_path_factory.mktemp("pages")
     www = directory / "www"

@@ -92,6 +92,8 @@ CLOSE_TIMEOUT = 3.0        # asking the browser to close before its process grou
 CLEANUP_TIMEOUT = 2.0      # disposing an attempt's context after a cancel
 LCP_WAIT_MS = 50           # how long the page is given to hand its buffered LCP entry over
 STDERR_LINES = 8           # kept for the message when the browser dies
+NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
+NETWORK_CHANGED_RETRIES = 2
 CHROME_FLAGS = (
     "--headless", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
     "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
@@ -411,6 +413,7 @@ class _Page:
         self.bytes = 0
         self._failed: list[tuple[str, str, str]] = []
         self.crashed: str | None = None
+        self.retries = 0
 
     @property
     def failed(self) -> list[tuple[str, str]]:
@@ -469,12 +472,36 @@ class _Page:
         failed = self.failed
         details: dict[str, Any] = {"resources": self.finished, "bytes": self.bytes,
                                    "failed_resources": len(failed)}
+        if self.retries:
+            details["network_changed_retries"] = self.retries
         if failed:
             details["failed_resource"] = f"{failed[0][0]} ({failed[0][1]})"
         return details
 
     async def open(self, url: str) -> _Navigation:
-        """Navigate to *url* and wait for its load event; counts start afresh."""
+        """Navigate to *url* and wait for its load event; counts start afresh.
+
+        Chromium aborts what is in flight with ``net::ERR_NETWORK_CHANGED`` when the vantage's
+        own interfaces or addresses change (a VPN, DHCP, another network namespace's veth coming
+        up): that says nothing about the page, so the navigation is repeated, at most
+        :data:`NETWORK_CHANGED_RETRIES` times, and then blamed on the probe.
+        """
+        for retry in range(NETWORK_CHANGED_RETRIES + 1):
+            self.retries = retry
+            navigation = await self._navigate(url)
+            changed = any(NETWORK_CHANGED in why for _, why in self.failed) or (
+                navigation.failure is not None and navigation.failure.failure is not None
+                and NETWORK_CHANGED in navigation.failure.failure.message)
+            if not changed:
+                return navigation
+        if navigation.failure is None:  # only sub-resources failed: resources_failed says it
+            return navigation
+        return _Navigation(None, Observation.fail(
+            "network_changed", f"{url}: the probing host's network kept changing "
+            f"({NETWORK_CHANGED}, {NETWORK_CHANGED_RETRIES + 1} tries)", attribution="probe",
+            details=self.resource_details()))
+
+    async def _navigate(self, url: str) -> _Navigation:
         self.finished = self.bytes = 0
         self._failed = []
         self._requests, self._responses, self._status = {}, {}, None

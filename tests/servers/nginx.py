@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import subprocess
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +150,16 @@ def start_nginx(directory: Path, *, host: str = HOST, extra: str = "",
                     + (f"\nstderr:\n{stderr_text}" if stderr_text else ""), pytrace=False)
     pytest.fail(f"nginx could not get a free port after {PORT_ATTEMPTS} tries: {'; '.join(problems)}",
                 pytrace=False)
+
+
+def png(width: int, height: int) -> bytes:
+    """A valid PNG of random pixels (incompressible: its size is its transfer size), so that
+    Chromium decodes all of it rather than giving up on garbage after the first bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\0" + os.urandom(width * 3) for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows, 0)) + chunk(b"IEND", b""))
 
 
 @pytest.fixture(scope="session")
