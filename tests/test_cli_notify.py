@@ -283,3 +283,35 @@ def test_the_parsed_arguments():
         "notify", "list", "p.toml", "pending", "json", "sqlite:x")
     args = parser().parse_args(["notify", "test", "p.toml", "ops"])
     assert (args.action, args.route, args.store) == ("test", "ops", None)
+
+
+def test_a_webhook_token_echoed_by_the_receiver_reaches_no_output_and_no_store(capsys, tmp_path):
+    """The docs promise a webhook URL's query is never shown: not in the test's output, not in
+    'notify list' (table and JSON), not in the SQLite file."""
+    from urllib.parse import quote_plus
+
+    from tests.test_notify_webhook import URL_TOKEN, Receiver
+
+    receiver = Receiver()
+    try:
+        receiver.answer(401, f"unknown token {URL_TOKEN} ({quote_plus(URL_TOKEN)})")
+        url = receiver.url(f"/hook?token={quote_plus(URL_TOKEN)}")
+        path = tmp_path / "p.toml"
+        path.write_text('[profile]\nname = "p"\n[[check]]\nid = "c"\nprobe = "tcp"\nhost = "127.0.0.1"\nport = 9\n'
+                        f'[[channel]]\nid = "hook"\nkind = "webhook"\nurl = "{url}"\n'
+                        '[[notify]]\nid = "r"\nchannels = ["hook"]\n')
+        db = tmp_path / "s.sqlite3"
+        status, out, err = run(capsys, "notify", "test", str(path), "r", "--store", f"sqlite:{db}")
+        assert status == 1
+        assert out.strip() == f"hook ({receiver.url()}): not delivered: POST {receiver.url()}: 401 unknown token *** (***)"
+        _, table, table_err = run(capsys, "notify", "list", str(path), "--store", f"sqlite:{db}")
+        _, listed, _ = run(capsys, "notify", "list", str(path), "--format", "json", "--store", f"sqlite:{db}")
+        assert json.loads(listed)["last_error"].endswith("401 unknown token *** (***)")
+        assert len(receiver.received()) == 1
+    finally:
+        receiver.close()
+    stored_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("s.sqlite3*"))
+    for leak in (URL_TOKEN, quote_plus(URL_TOKEN)):
+        for text in (out, err, table, table_err, listed):
+            assert leak not in text
+        assert leak.encode() not in stored_bytes

@@ -7,10 +7,12 @@ delivery worker's wall clock (``now_ms``) is injected where a test needs to skip
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -22,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import msgspec
 import pytest
@@ -310,6 +313,42 @@ async def test_a_silent_server_times_out_and_the_socket_is_closed():
             assert data.startswith(b"POST / HTTP/1.1\r\n")
     finally:
         listener.close()
+
+
+URL_TOKEN = "hk/Tq9+Zr=8w"
+"""Stands for a token in a webhook URL: its query and user info are never shown."""
+
+
+@pytest.mark.parametrize("echo", [
+    pytest.param(lambda url: f"bad token {URL_TOKEN}", id="raw"),
+    pytest.param(lambda url: f"bad token {quote_plus(URL_TOKEN)}", id="quote_plus"),
+    pytest.param(lambda url: "bad token " + re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(),
+                                                   quote(URL_TOKEN, safe="")), id="quote-lower-hex"),
+    pytest.param(lambda url: "bad query " + url.split("?", 1)[1], id="whole-query"),
+    pytest.param(lambda url: "for " + "x" * 95 + URL_TOKEN, id="cut-at-100"),
+])
+async def test_a_url_token_the_receiver_echoes_is_scrubbed_from_the_error(receiver, echo):
+    url = receiver.url(f"/hook?v=1&token={quote_plus(URL_TOKEN)}")
+    receiver.answer(401, echo(url))
+    ctx, error = await deliver(config(url))
+    assert error is not None and not error.retry
+    message = ctx.scrub(str(error))  # what the worker stores: scrubbed again, the same
+    assert message == str(error)
+    assert message.startswith(f"POST {receiver.url()}: 401 ")
+    for leak in (URL_TOKEN, quote_plus(URL_TOKEN), quote(URL_TOKEN, safe=""), URL_TOKEN[:8], "Tq9"):
+        assert leak not in message and leak.lower() not in message.lower(), message
+    assert "*" in message  # "***", or its start where the reason was shortened after scrubbing
+    assert len(receiver.received()) == 1 and receiver.received()[0].path.endswith(quote_plus(URL_TOKEN))
+
+
+async def test_user_info_the_receiver_echoes_is_scrubbed_in_the_basic_credentials_too(receiver):
+    url = f"http://hook-user:{quote(URL_TOKEN, safe='')}@127.0.0.1:{receiver.port}/hook"
+    basic = base64.b64encode(f"hook-user:{URL_TOKEN}".encode()).decode()
+    receiver.answer(403, f"Basic {basic} refused for hook-user:{URL_TOKEN}")
+    _, error = await deliver(config(url))
+    assert error is not None
+    assert receiver.received()[0].headers["authorization"] == f"Basic {basic}"
+    assert str(error) == f"POST {receiver.url()}: 403 Basic *** refused for ***:***"
 
 
 @pytest.mark.parametrize("keys, message", [

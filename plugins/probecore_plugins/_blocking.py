@@ -320,6 +320,11 @@ def one_line(text: Any) -> str:
 smtp_text = one_line
 
 
+def smtp_reply(code: int, text: Any) -> str:
+    """``"550 text"``; smtplib's code -1 (the line was no reply at all) as such."""
+    return "not an SMTP reply" if code == -1 else f"{code} {one_line(text)}".rstrip()
+
+
 def clip(text: str, limit: int = 300) -> str:
     """*text* shortened to *limit* characters (with an ellipsis), after redaction."""
     return text if len(text) <= limit else text[:limit - 1] + "…"

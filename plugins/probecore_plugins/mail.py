@@ -148,6 +148,7 @@ from ._blocking import Sockets as _Sockets
 from ._blocking import Worker as _Worker
 from ._blocking import one_line as _one_line
 from ._blocking import reason as _reason
+from ._blocking import smtp_reply as _smtp_reply
 
 T = TypeVar("T")
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -747,15 +748,22 @@ def _submit(config: MailConfig, pair: Pair, password: str, message: bytes, socke
         raise
     except (OSError, smtplib.SMTPException) as exc:
         raise lost(exc) from None
+    def ehlo() -> None:
+        # smtplib's ehlo() returns a refusal (or garbage, code -1) instead of raising; left
+        # unchecked it would surface later as "no AUTH offered": the customer's fault.
+        code, text = client.ehlo()
+        if code != 250:
+            raise Failed("smtp_connect", f"{where}: EHLO: {_smtp_reply(code, text)}")
+
     try:
-        client.ehlo()
+        ehlo()
         if config.smtp_tls == "starttls":
             if not client.has_extn("starttls"):
                 raise Failed("smtp_connect", f"{where}: STARTTLS not offered",
                              "provider" if config.verify else "unknown")
             client.starttls(context=context)
             sockets.register(client.sock)
-            client.ehlo()
+            ehlo()
         if config.smtp_tls != "none" and client.sock is not None and hasattr(client.sock, "version"):
             details["smtp_tls_version"] = client.sock.version()
         try:

@@ -64,6 +64,7 @@ from .._blocking import Sockets as _Sockets
 from .._blocking import Worker as _Worker
 from .._blocking import one_line as _smtp_text
 from .._blocking import reason as _reason
+from .._blocking import smtp_reply as _smtp_reply
 from .._client import load_failure, tls_context
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -204,7 +205,7 @@ def _submit(config: EmailConfig, password: str | None, message: bytes, sockets: 
         code, text = client.connect(config.host, config.port_)
         if code != 220:
             raise _reply_error(f"{where}: greeting", code, text)
-        client.ehlo()
+        _ehlo(client, where)
         if config.security == "starttls":
             if not client.has_extn("starttls"):
                 raise DeliveryError(f"{where}: STARTTLS not offered (security = \"starttls\")",
@@ -212,7 +213,7 @@ def _submit(config: EmailConfig, password: str | None, message: bytes, sockets: 
             client.starttls(context=context)
             if client.sock is not None:
                 sockets.register(client.sock)  # the TLS wrapper: abort must reach it too
-            client.ehlo()
+            _ehlo(client, where)
         if password is not None:
             login = config.username or config.envelope_sender
             try:
@@ -255,10 +256,17 @@ def _submit(config: EmailConfig, password: str | None, message: bytes, sockets: 
         raise DeliveryError(f"{where}: {'connection lost' if lost else _one_line(_reason(exc))}") from None
 
 
+def _ehlo(client: smtplib.SMTP, where: str) -> None:
+    """EHLO, refused or answered with garbage (smtplib returns those rather than raising):
+    the server's fault, not "no AUTH offered"."""
+    code, text = client.ehlo()
+    if code != 250:
+        raise _reply_error(f"{where}: EHLO", code, text)
+
+
 def _reply_error(what: str, code: int, text: Any) -> DeliveryError:
     """A reply the server gave: 4xx is worth retrying soon, anything else (5xx) is not."""
-    message = _smtp_text(text)
-    return DeliveryError(f"{what}: {code} {message}".rstrip(), retry=400 <= code < 500)
+    return DeliveryError(f"{what}: {_smtp_reply(code, text)}", retry=400 <= code < 500)
 
 
 def _refused(where: str, recipients: dict[str, tuple[int, Any]], *, everyone: bool) -> DeliveryError:
