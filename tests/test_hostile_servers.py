@@ -72,14 +72,15 @@ class Row:
     name: str
     hostile: Hostile
     codes: frozenset[str]
+    plain: bool = False  # no TLS from the server even where the protocol speaks it
 
     @property
     def id(self) -> str:
         return f"{self.protocol}-{self.name}"
 
 
-def _row(protocol: str, name: str, hostile: Hostile, *codes: str) -> Row:
-    return Row(protocol, name, hostile, frozenset(codes))
+def _row(protocol: str, name: str, hostile: Hostile, *codes: str, plain: bool = False) -> Row:
+    return Row(protocol, name, hostile, frozenset(codes), plain or hostile.behaviour == "tls_stall")
 
 
 def _http_rows(protocol: str, big: str) -> list[Row]:
@@ -96,6 +97,9 @@ def _http_rows(protocol: str, big: str) -> list[Row]:
         _row(protocol, "endless_body", Hostile("endless_multiline", await_command=True,
                                                lead=status + b"Content-Type: text/plain\r\n\r\n",
                                                line=b"hostile body line\r\n"), big),
+        _row(protocol, "huge_head", Hostile("silence", await_command=True,  # complete, but 128 KiB
+                                            lead=status + (b"X-Filler: " + b"f" * 118 + b"\r\n") * 1024
+                                            + b"Content-Length: 0\r\n\r\n"), TOO_LARGE),
         _row(protocol, "endless_1xx", Hostile("endless_multiline", await_command=True,
                                               line=b"HTTP/1.1 100 Continue\r\n\r\n"), TOO_LARGE),
         _row(protocol, "garbage", Hostile("garbage", await_command=True), *garbage_codes(protocol)),
@@ -105,6 +109,8 @@ def _http_rows(protocol: str, big: str) -> list[Row]:
     ]
     if protocol in ("https", "redfish"):
         rows.append(_row(protocol, "tls_stall", Hostile("tls_stall"), *big_silence(protocol)))
+        rows.append(_row(protocol, "garbage_instead_of_tls", Hostile("garbage"),
+                         "protocol" if protocol == "redfish" else "tls", plain=True))
     return rows
 
 
@@ -158,6 +164,7 @@ ROWS: list[Row] = [
     *_line_rows("ftp", greeting=b"", multiline=b"220-hostile\r\n", prefix=b"220 ", **FTP_CODES),
     *_line_rows("ftps", greeting=b"", multiline=b"220-hostile\r\n", prefix=b"220 ", tls_stall=True,
                 **FTP_CODES),
+    _row("ftps", "garbage_instead_of_tls", Hostile("garbage"), "tls", plain=True),
     *[dataclasses.replace(r, protocol="ftps_explicit") for r in _line_rows(
         "ftps", greeting=b"220 hostile FTP\r\n", multiline=b"234-hostile\r\n", prefix=b"234 ",
         tls_stall=True, stall_script=(b"234 go ahead\r\n",), **FTP_CODES) if r.name == "tls_stall"],
@@ -171,6 +178,7 @@ ROWS: list[Row] = [
                 garbage={"protocol"}, closed={"protocol"}),
     *_line_rows("tcp", greeting=b"", multiline=b"NOT-IT\r\n", prefix=b"", silence=GIVE_UP,
                 garbage={"banner_mismatch"}, closed={"closed"}),
+    _row("nut_starttls", "tls_stall", Hostile("tls_stall", script=(b"OK STARTTLS\n",)), "unreachable"),
     _row("snmp", "silence", Hostile("silence", transport="udp"), "unreachable"),
     _row("snmp", "garbage", Hostile("garbage", transport="udp", size=1400), "unreachable", "protocol"),
     _row("snmp", "flood", Hostile("flood", transport="udp", size=1400), "unreachable", "protocol"),
@@ -189,6 +197,7 @@ ROWS: list[Row] = [
 ROWS = [dataclasses.replace(r, codes=frozenset({"banner_mismatch"}))
         if r.protocol == "tcp" and TOO_LARGE in r.codes else r for r in ROWS]
 TLS_PROTOCOLS = {"https", "redfish", "ftps"}
+POWER = {"nut", "nut_starttls", "snmp", "redfish"}
 EXPECT = "HOSTILE-EXPECT-4711"  # the tcp check's expect: never in what a hostile server sends
 
 
@@ -254,10 +263,11 @@ def check_table(row: Row, port: int, ca_file: str, mail: MailServer | None = Non
     if p == "tcp":
         return head + (f'probe = "tcp"\nhost = "127.0.0.1"\nport = {port}\nsend = "HELLO\\r\\n"\n'
                        f'expect = "{EXPECT}"\n')
-    if p in ("nut", "snmp", "redfish"):
-        url = {"nut": f"nut://ups@{where}", "snmp": f"snmp://{where}",
+    if p in POWER:
+        url = {"nut": f"nut://ups@{where}", "nut_starttls": f"nut://ups@{where}", "snmp": f"snmp://{where}",
                "redfish": f"redfish://{where}/redfish/v1/Chassis/1"}[p]
-        extra = f', ca_file = "{ca_file}"' if p == "redfish" else ""
+        extra = f', ca_file = "{ca_file}"' if p in ("redfish", "nut_starttls") else ""
+        extra += ', tls = "starttls"' if p == "nut_starttls" else ""
         return head + (f'probe = "power"\ngroup = "any"\nsource_timeout = "{INNER_TIMEOUT:g}s"\n'
                        f'sources = [{{ url = "{url}", role = "ups", name = "src"{extra} }}]\n')
     # mail: the hostile side is the one tested; SMTP needs a real receiving mailbox first.
@@ -313,7 +323,7 @@ async def judge_row(row: Row, tmp_path: Path, nursery: trio.Nursery, tls: tuple[
     """Start *row*'s hostile server, run the check, assert the common rules; the verdict record."""
     server_context, ca_file = tls
     hostile = row.hostile
-    if row.protocol in TLS_PROTOCOLS and row.hostile.behaviour != "tls_stall":
+    if row.protocol in TLS_PROTOCOLS and not row.plain:
         hostile = dataclasses.replace(hostile, tls=server_context)
     server = await start_hostile(nursery, hostile)
     if row.protocol == "dns_tcp":
@@ -324,6 +334,7 @@ async def judge_row(row: Row, tmp_path: Path, nursery: trio.Nursery, tls: tuple[
     records = await run_once(tmp_path, table)
     took = time.monotonic() - began
     grown = peak() - before
+    print(f"hostile {row.id}: {took:.2f}s, peak RSS +{grown / 2**20:.1f} MiB")  # -rP shows the figures
 
     verdict = records[0]  # a member's record (power) comes before its round's
     shown = f"{row.id}: {verdict.outcome} {verdict.failure}"
@@ -345,7 +356,7 @@ async def judge_row(row: Row, tmp_path: Path, nursery: trio.Nursery, tls: tuple[
 async def test_hostile_server(row: Row, tmp_path: Path, nursery: trio.Nursery,
                               tls_identity: tuple[ssl.SSLContext, str]) -> None:
     verdict, _ = await judge_row(row, tmp_path, nursery, tls_identity)
-    if row.protocol in ("nut", "snmp", "redfish"):
+    if row.protocol in POWER:
         # Telemetry that cannot be read is no evidence about the power: an error, the probe's.
         assert verdict.outcome == "error", verdict
     elif row.protocol not in ("ftp", "ftps", "ftps_explicit", "imap", "pop3"):

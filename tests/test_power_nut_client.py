@@ -40,7 +40,10 @@ async def scripted_server(nursery: trio.Nursery, script: Script, seen: list[str]
                     if line == close_after:
                         return
                     answer = script.get(line, ["ERR UNKNOWN-COMMAND"])
-                    await stream.send_all("".join(a + "\n" for a in answer).encode())
+                    try:
+                        await stream.send_all("".join(a + "\n" for a in answer).encode())
+                    except trio.BrokenResourceError:
+                        return  # the client stopped reading a reply over its bounds and left
 
     listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
     return listeners[0].socket.getsockname()[1]
@@ -126,12 +129,38 @@ async def test_server_closing_mid_reply_is_nut_closed() -> None:
     await with_server({}, body, close_after="LIST VAR ups1")
 
 
-async def test_overlong_line_is_a_protocol_error() -> None:
+async def test_overlong_line_is_reply_too_large() -> None:
     async def body(client: _nut.NutClient) -> None:
-        with pytest.raises(_nut.NutProtocolError, match="longer than"):
+        with pytest.raises(_nut.NutReplyTooLarge, match="longer than"):
             await client.get_var("ups1", "x")
 
     await with_server({"GET VAR ups1 x": ["VAR ups1 x " + "a" * (_nut.MAX_LINE + 10)]}, body)
+
+
+@pytest.mark.parametrize(("lines", "width", "words"), [
+    (_nut.MAX_LIST + 1, 0, f"more than {_nut.MAX_LIST} lines"),
+    (_nut.MAX_LIST_BYTES // 1000 + 1, 1000, f"more than {_nut.MAX_LIST_BYTES // 1024} KiB"),
+])
+async def test_list_over_the_bounds_is_reply_too_large(lines: int, width: int, words: str) -> None:
+    """A list that would end, but only after too many lines or bytes, is cut off unread."""
+    answer = ["BEGIN LIST VAR ups1",
+              *(f'VAR ups1 v{i} "{"x" * width}"' for i in range(lines)), "END LIST VAR ups1"]
+
+    async def body(client: _nut.NutClient) -> None:
+        with pytest.raises(_nut.NutReplyTooLarge, match=words):
+            await client.list_var("ups1")
+
+    await with_server({"LIST VAR ups1": answer}, body)
+
+
+async def test_list_within_the_bounds_is_read() -> None:
+    answer = ["BEGIN LIST VAR ups1", *(f"VAR ups1 v{i} {i}" for i in range(1000)), "END LIST VAR ups1"]
+
+    async def body(client: _nut.NutClient) -> None:
+        variables = await client.list_var("ups1")
+        assert len(variables) == 1000 and variables["v999"] == "999"
+
+    await with_server({"LIST VAR ups1": answer}, body)
 
 
 async def test_login_quotes_and_logout_sends_once() -> None:

@@ -571,6 +571,20 @@ async def test_redfish_failures(tmp_path: Path, redfish: Redfish, monkeypatch: p
     assert words in member.failure.message
 
 
+@pytest.mark.usefixtures("rf_password")
+async def test_redfish_too_many_supplies_is_reply_too_large(tmp_path: Path, redfish: Redfish) -> None:
+    """Each supply costs a request: a collection over the bound is not walked."""
+    from probecore_plugins.power import _redfish
+
+    base = "/redfish/v1/Chassis/1U/PowerSubsystem/PowerSupplies"
+    count = _redfish.MAX_SUPPLIES + 1
+    redfish.write(base, {"Members": [{"@odata.id": f"{base}/Bay{i}"} for i in range(count)],
+                         "Members@odata.count": count})
+    member = (await run_once(tmp_path, power_check(rf_src(redfish, redfish.basic_url("1U")))))["power:mains"]
+    assert member.outcome == "error" and member.failure.code == "reply_too_large"
+    assert f"more than {_redfish.MAX_SUPPLIES} members" in member.failure.message
+
+
 async def test_redfish_unreachable(tmp_path: Path) -> None:
     url = f"redfish://127.0.0.1:{free_port()}/redfish/v1/Chassis/1U"
     member = (await run_once(tmp_path, power_check(src(url, "mains"))))["power:mains"]

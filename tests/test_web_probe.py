@@ -359,6 +359,39 @@ async def test_broken_servers_are_closed_or_bad_response(tmp_path: Path, nursery
     assert list(cut.phases) == PHASES_PLAIN
 
 
+async def test_response_head_is_bounded(tmp_path: Path, nursery: trio.Nursery) -> None:
+    """A head just under 64 KiB is read; one over it, or 1xx answers without end, are
+    ``reply_too_large`` (the probe stops reading; the scheduler's timeout is not needed)."""
+    from probecore_plugins.web import MAX_HEAD, MAX_INFORMATIONAL
+
+    def headers(size: int) -> bytes:
+        line = b"X-Filler: " + b"f" * 90 + b"\r\n"
+        return line * (size // len(line))
+
+    def answer(head: bytes, informational: int = 0):  # type: ignore[no-untyped-def]
+        async def handler(stream: trio.SocketStream) -> None:
+            await stream.receive_some(4096)
+            try:
+                await stream.send_all(b"HTTP/1.1 102 Processing\r\n\r\n" * informational
+                                      + b"HTTP/1.1 200 OK\r\n" + head + b"Content-Length: 2\r\n\r\nok")
+                await stream.receive_some(4096)
+            except trio.BrokenResourceError:
+                pass
+        return handler
+
+    cases = {"under": answer(headers(MAX_HEAD - 1024)), "over": answer(headers(MAX_HEAD + 1024)),
+             "some-1xx": answer(b"", MAX_INFORMATIONAL), "endless-1xx": answer(b"", MAX_INFORMATIONAL + 1)}
+    ports = {name: await serve(nursery, handler) for name, handler in cases.items()}
+    records = await run_once(tmp_path, "".join(check(name, f"http://127.0.0.1:{port}/")
+                                               for name, port in ports.items()))
+    assert records["under"].outcome == "ok", records["under"].failure
+    assert records["some-1xx"].outcome == "ok", records["some-1xx"].failure
+    assert failure(records["over"]) == ("reply_too_large", "provider")
+    assert records["over"].failure.message == "the response head from 127.0.0.1 is longer than 64 KiB"  # type: ignore[union-attr]
+    assert failure(records["endless-1xx"]) == ("reply_too_large", "provider")
+    assert f"more than {MAX_INFORMATIONAL} informational" in records["endless-1xx"].failure.message  # type: ignore[union-attr]
+
+
 async def test_missing_ca_file_is_an_error_of_the_probe(tmp_path: Path, web_nginx: WebNginx) -> None:
     records = await run_once(tmp_path, check("site", f"https://localhost:{web_nginx.tls_port}/",
                                              ca_file=str(tmp_path / "missing.pem")))

@@ -100,7 +100,7 @@ evidence about the power, so the group rule leaves them out of the count):
   links) answers 404 or links neither ``PowerSubsystem`` nor ``Power``.
 * ``reply_too_large``: the endpoint's reply is over the probe's bounds and was cut off unread
   (a NUT line over 64 KiB or a ``LIST`` over 10,000 lines or 1 MiB; a Redfish head over 64 KiB,
-  a body over 4 MiB or more than 32 ``1xx`` answers): a server that never ends its reply.
+  a body over 4 MiB, more than 32 ``1xx`` answers or 64 power supplies): a server that never ends its reply.
 * ``protocol``: any other ``ERR`` reply, SNMP error status or HTTP status, a reply the protocol
   does not allow (not JSON, not HTTP), a state that does not say whether power is delivered
   (below), or a TLS failure (the message carries the certificate error).

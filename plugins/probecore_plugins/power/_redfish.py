@@ -4,7 +4,8 @@ over HTTP(S) with h11 on trio streams, with basic or session authentication.
 :func:`read_chassis_power` returns a :class:`ChassisPower`; problems raise
 :class:`RedfishFailure` with the probe's code (``unreachable``, ``auth``, ``not_found``,
 ``protocol``, ``reply_too_large``: a head over :data:`MAX_HEAD`, a body over :data:`MAX_BODY` or
-more than :data:`MAX_INFORMATIONAL` ``1xx`` answers). One connection per request (``Connection: close``): a probe makes at most a
+more than :data:`MAX_INFORMATIONAL` ``1xx`` answers, a collection of more than
+:data:`MAX_SUPPLIES` power supplies). One connection per request (``Connection: close``): a probe makes at most a
 handful, and a fresh connection avoids keep-alive edge cases of BMCs.
 """
 
@@ -22,6 +23,7 @@ import trio
 MAX_BODY = 4 * 1024 * 1024
 MAX_HEAD = 64 * 1024  # status line and headers
 MAX_INFORMATIONAL = 32
+MAX_SUPPLIES = 64  # members of a PowerSupplies collection (each costs a request)
 SESSIONS = "/redfish/v1/SessionService/Sessions"
 
 
@@ -90,11 +92,21 @@ async def request(endpoint: Endpoint, method: str, path: str,
         data += conn.send(h11.EndOfMessage())
         await stream.send_all(data)
         status, reply_headers, chunks, size, informational = 0, {}, [], 0, 0
+        fed = parsed = 0  # bytes given to h11; bytes of the heads it has parsed
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
+                data = await stream.receive_some(65536)
+                fed += len(data)
+                conn.receive_data(data)
                 continue
+            if isinstance(event, (h11.Response, h11.InformationalResponse)):
+                # h11 bounds only a head still incomplete; one that came whole is measured here.
+                consumed = fed - len(conn.trailing_data[0])
+                if consumed - parsed > MAX_HEAD:
+                    raise RedfishFailure("reply_too_large", f"{path}: response head longer than "
+                                         f"{MAX_HEAD // 1024} KiB")
+                parsed = consumed
             if isinstance(event, h11.Response):
                 status = event.status_code
                 reply_headers = {k.decode().lower(): v.decode("latin-1") for k, v in event.headers}
@@ -199,6 +211,8 @@ async def read_chassis_power(endpoint: Endpoint, chassis: str) -> ChassisPower:
         collection = _link(sub, "PowerSupplies")
         if collection is not None:
             members = (await get_json(endpoint, collection)).get("Members", [])
+            if isinstance(members, list) and len(members) > MAX_SUPPLIES:  # a GET each: bound them
+                raise RedfishFailure("reply_too_large", f"{collection}: more than {MAX_SUPPLIES} members")
             for member in members if isinstance(members, list) else []:
                 path = member.get("@odata.id") if isinstance(member, dict) else None
                 if not isinstance(path, str):

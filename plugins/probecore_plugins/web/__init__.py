@@ -361,10 +361,18 @@ async def _read_response(conn: Connection, chunk: bytes, url: Url, limit: int, k
     size = 0
     too_large = eof = False
     informational = 0
+    fed, parsed = len(chunk), 0  # bytes given to h11; bytes of the heads it has parsed
     try:
         http.receive_data(chunk)
         while True:
             event = http.next_event()
+            if isinstance(event, (h11.Response, h11.InformationalResponse)):
+                # h11 bounds only a head still incomplete; one that came whole is measured here.
+                consumed = fed - len(http.trailing_data[0])
+                if consumed - parsed > MAX_HEAD:
+                    raise Failed("reply_too_large", f"the response head from {conn.address} is "
+                                 f"longer than {MAX_HEAD // 1024} KiB")
+                parsed = consumed
             if event is h11.NEED_DATA:
                 try:
                     chunk = await stream.receive_some(RECEIVE_SIZE)
@@ -372,6 +380,7 @@ async def _read_response(conn: Connection, chunk: bytes, url: Url, limit: int, k
                     raise Failed("closed", f"connection to {conn.address} broken while reading the "
                                  f"response: {_reason(exc)}") from None
                 eof = not chunk
+                fed += len(chunk)
                 http.receive_data(chunk)
             elif isinstance(event, h11.Response):
                 head = event
