@@ -238,6 +238,7 @@ def _title(report: Report) -> str:
 
 
 def render_table(report: Report) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from ._display import make_console
@@ -261,12 +262,12 @@ def render_table(report: Report) -> None:
         console.print(t)
     for o in report.objectives:
         if o.note:
-            console.print(f"[dim]{o.id}: {o.note}[/]")
+            console.print(f"[dim]{escape(f'{o.id}: {o.note}')}[/]")
     owed = owed_text(report)
     if owed:
-        console.print(owed)
-    if report.exclusions:
-        console.print("exclusions: " + "; ".join(exclusion_text(e) for e in report.exclusions))
+        console.print(escape(owed))
+    if report.exclusions:  # escaped: "[withdrawn]" is text, not rich markup
+        console.print(escape("exclusions: " + "; ".join(exclusion_text(e) for e in report.exclusions)))
     if report.not_judged:
         console.print(f"[dim]not judged in a {report.period.kind}ly report: {', '.join(report.not_judged)}[/]")
 

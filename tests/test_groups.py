@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probecore import Observation, ProfileError, load_profile
+from probecore import CheckContext, Observation, ProbeConfig, ProbeKind, ProfileError, hookimpl, load_profile
 from probecore._groups import GroupRule, is_member, parent_check
 from probecore._runner import RunOptions, run_profile
 from probecore._clock import TrioWallClock
@@ -127,3 +127,36 @@ async def test_a_members_open_incident_resumes_after_a_restart(tmp_path, autojum
         await run_profile(profile, host, store, options)
     kinds = [e.kind for e in store.events() if e.check == "p/c:b"]
     assert kinds == ["suspected", "confirmed"]
+
+
+class _Mailboxes(ProbeKind[ProbeConfig]):
+    """Ten mailboxes per round: a held queue (provider), two wrong passwords (customer), 7 ok."""
+
+    kind = "mailboxes"
+    Config = ProbeConfig
+
+    def target(self, config: ProbeConfig) -> str:
+        return "mailboxes"
+
+    async def check(self, config: ProbeConfig, ctx: CheckContext) -> Observation:
+        return Observation.ok(members=_mailboxes(1, 2, 7))
+
+
+class _MailboxesPlugin:
+    @hookimpl
+    def probecore_add_probes(self, registry):  # type: ignore[no-untyped-def]
+        registry.add(_Mailboxes)
+
+
+async def test_a_held_queue_beside_wrong_passwords_opens_the_providers_incident(tmp_path, autojump_clock):
+    # 003-M through probe run: before, the majority (customer) won and no incident opened.
+    text = ('[profile]\nname = "m"\n[defaults]\ninterval = "1m"\nconfirm = 2\n[[check]]\nid = "mail"\n'
+            'probe = "mailboxes"\ngroup = { failing = ">= 10%" }\n')
+    host = make_host(_MailboxesPlugin())
+    profile = load_profile(write_profile(tmp_path, text), host.probes)
+    store = MemoryStore()
+    await run_profile(profile, host, store, RunOptions(clock=TrioWallClock(DEFAULT_START), duration=180,
+                                                       vantage="v", handle_signals=False))
+    rounds = [r for r in store.records() if r.check == "m/mail"]
+    assert rounds and all(r.failure.attribution == "provider" and r.failure.code == "queue_held" for r in rounds)
+    assert [e.kind for e in store.events() if e.check == "m/mail"] == ["suspected", "confirmed"]
