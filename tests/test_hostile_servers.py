@@ -187,6 +187,10 @@ ROWS: list[Row] = [
     _row("dns_udp", "garbage", Hostile("garbage", transport="udp", echo=3, size=512), "malformed"),
     _row("dns_udp", "flood", Hostile("flood", transport="udp", echo=3, size=512), "malformed"),
     _row("dns_udp", "megabyte", Hostile("garbage", transport="udp", echo=3, size=65507), "malformed"),
+    # zone discovery through a hostile resolver: the probe cannot judge (an error, its own)
+    _row("dns_discover", "silence", Hostile("silence", transport="udp"), "discovery_failed"),
+    _row("dns_discover", "garbage", Hostile("garbage", transport="udp", echo=3, size=512), "discovery_failed"),
+    _row("dns_discover", "flood", Hostile("flood", transport="udp", echo=3, size=512), "discovery_failed"),
     _row("dns_tcp", "silence", Hostile("silence"), "timeout"),
     _row("dns_tcp", "endless_line", Hostile("endless_line"), "malformed", TOO_LARGE),
     _row("dns_tcp", "megabyte_line", Hostile("megabyte_line", lead=b"\xff\xff"), "malformed", TOO_LARGE),
@@ -256,6 +260,9 @@ def check_table(row: Row, port: int, ca_file: str, mail: MailServer | None = Non
         tls = '\ntls = "explicit"' if p == "ftps_explicit" else ""
         ca = f'\nca_file = "{ca_file}"' if p != "ftp" else ""
         return head + f'probe = "ftp"\nurl = "{scheme}://{where}/"{ca}{tls}\n'
+    if p == "dns_discover":  # discovery's budget (4 × server_timeout) ends before the check's
+        return head + (f'probe = "dns"\nname = "www.probe.test"\nresolvers = ["{where}"]\n'
+                       'server_timeout = "0.3s"\nzone_owner = "provider"\n')
     if p in ("dns_udp", "dns_tcp"):
         return head + (f'probe = "dns"\nname = "www.probe.test"\nservers = ["{where}"]\n'
                        f'server_timeout = "{INNER_TIMEOUT:g}s"\nzone_owner = "provider"\n'
@@ -356,7 +363,9 @@ async def judge_row(row: Row, tmp_path: Path, nursery: trio.Nursery, tls: tuple[
 async def test_hostile_server(row: Row, tmp_path: Path, nursery: trio.Nursery,
                               tls_identity: tuple[ssl.SSLContext, str]) -> None:
     verdict, _ = await judge_row(row, tmp_path, nursery, tls_identity)
-    if row.protocol in POWER:
+    if row.protocol == "dns_discover":
+        assert verdict.outcome == "error", verdict
+    elif row.protocol in POWER:
         # Telemetry that cannot be read is no evidence about the power: an error, the probe's.
         assert verdict.outcome == "error", verdict
     elif row.protocol not in ("ftp", "ftps", "ftps_explicit", "imap", "pop3"):
