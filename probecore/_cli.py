@@ -15,7 +15,6 @@ from datetime import datetime, time, timedelta, timezone
 from typing import NoReturn
 
 import msgspec
-import trio
 
 from ._durations import parse_duration
 from ._errors import ProbecoreError, UsageError
@@ -70,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"attempts in flight at once (default {DEFAULT_MAX_CONCURRENCY})")
     run.add_argument("--per-host", type=_positive, default=DEFAULT_PER_HOST, metavar="N",
                      help=f"attempts in flight at once against one host (default {DEFAULT_PER_HOST})")
+    from ._cli_scale import metrics_option
+    metrics_option(run)
 
     check = sub.add_parser("check", help="validate a profile without probing and summarise it")
     check.add_argument("profile", metavar="PROFILE")
@@ -335,15 +336,18 @@ def cmd_run(args: argparse.Namespace, host: PluginHost) -> int:
         console = make_console(stderr=json_mode, plain_when_piped=json_mode)
         console.print(_header(profile, store, options.vantage, host), style="dim")
         on_stored = [JsonLines().stored] if json_mode else []
+        from ._cli_scale import with_metrics
+        run = with_metrics(args.metrics, "run", store, [profile], host)
         if json_mode or args.once:
-            result = trio.run(lambda: run_profile(profile, host, store, options, on_stored=on_stored))
+            result = run(lambda observed, started: run_profile(
+                profile, host, store, options, on_stored=on_stored, on_observed=observed, on_started=started))
         else:
             from rich.live import Live
 
             table = LiveTable(profile, options.vantage)
             with Live(table, console=console, refresh_per_second=4, transient=False):
-                result = trio.run(lambda: run_profile(profile, host, store, options,
-                                                      on_observed=[table.observed]))
+                result = run(lambda observed, started: run_profile(
+                    profile, host, store, options, on_observed=[table.observed, *observed], on_started=started))
     finally:
         store.close()
     if args.once:

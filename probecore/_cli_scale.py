@@ -141,7 +141,7 @@ def cmd_judge(args: argparse.Namespace, host: PluginHost) -> int:
                 def started(judge: Any) -> None:
                     if metrics is not None:
                         metrics.watch_judge(judge)
-                        nursery.start_soon(metrics.refresh_store, store, profiles)
+                        nursery.start_soon(metrics.refresh_store, store, profiles, host.evaluators)
                 judge = await run_judge(profiles, host, store, options, on_started=started)
                 nursery.cancel_scope.cancel()
             return judge
@@ -169,6 +169,30 @@ def _serve_metrics(address: tuple[str, int] | None, role: str, **labels: str) ->
     except OSError as exc:
         raise UsageError(f"probe {role}: --metrics {_show(address)}: cannot listen: {exc.strerror}") from None
     return metrics
+
+
+def with_metrics(address: tuple[str, int] | None, role: str, store: Any, profiles: list[Any],
+                 host: PluginHost) -> Callable[[Callable[..., Any]], Any]:
+    """``trio.run`` for ``probe run``: with ``--metrics``, also serve them and refresh the
+    store's figures (outbox, objectives) beside the run. The function given is called with the
+    ``on_observed`` callbacks and the ``on_started`` callback to pass to the run."""
+    metrics = _serve_metrics(address, role)
+
+    def run(function: Callable[..., Any]) -> Any:
+        if metrics is None:
+            return trio.run(lambda: function([], None))
+
+        async def main() -> Any:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(metrics.refresh_store, store, profiles, host.evaluators)
+                result = await function([metrics.observed], metrics.watch_scheduler)
+                nursery.cancel_scope.cancel()
+            return result
+        try:
+            return trio.run(main)
+        finally:
+            metrics.close()
+    return run
 
 
 COMMANDS: dict[str, Callable[..., int]] = {"agent": cmd_agent, "judge": cmd_judge}

@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from ._incidents import IncidentEvent
@@ -40,6 +40,7 @@ OUTCOMES = ("ok", "fail", "error")
 STATES = ("ok", "suspected", "confirmed")
 LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 REFRESH_S = 60.0
+_STATE_AFTER = {"suspected": "suspected", "confirmed": "confirmed", "resolved": "ok", "flap": "ok"}
 
 
 class Metrics:
@@ -75,6 +76,7 @@ class Metrics:
                                  "error budget left this period (negative: overspent)", ("profile", "objective"),
                                  registry=r)
         self._failure: dict[tuple[str, str, str], tuple[str, str]] = {}
+        self._incidents: dict[tuple[str, str], str] = {}
         self._live = _LiveCollector(self)
         r.register(self._live)
         self.server: Any = None
@@ -97,6 +99,8 @@ class Metrics:
         if record.failure is not None:
             self._failure[labels] = (record.failure.code, record.failure.attribution)
         self.lateness.observe(max(0.0, record.lateness_s))
+        for event in events:  # probe run: its own trackers' events
+            self._incidents[(event.check, event.vantage)] = _STATE_AFTER[event.kind]
 
     def watch_scheduler(self, scheduler: Any) -> None:
         self._live.scheduler = scheduler
@@ -187,9 +191,8 @@ class _LiveCollector(Collector):
         yield failure
         if self.scheduler is not None:
             stats = dict(self.scheduler.stats)
-            missed = GaugeMetricFamily("probecore_scheduler_missed_slots", "Slots skipped because an "
-                                       "attempt overran them (a counter: it only grows)", labels=("check",))
-            missed.type = "counter"
+            missed = CounterMetricFamily("probecore_scheduler_missed_slots", "Slots skipped because an "
+                                         "attempt overran them", labels=("check",))
             planned = GaugeMetricFamily("probecore_scheduler_checks", "Checks this process schedules")
             planned.add_metric([], len(stats))
             for check, stat in stats.items():
@@ -212,23 +215,25 @@ class _LiveCollector(Collector):
             j = self.judge
             leader = GaugeMetricFamily("probecore_judge_leader", "1 while this judge leads")
             leader.add_metric([], 1.0 if j.stats.leading else 0.0)
-            followed = GaugeMetricFamily("probecore_judge_records", "Records this judge followed", labels=())
-            followed.type = "counter"
+            followed = CounterMetricFamily("probecore_judge_records", "Records this judge followed")
             followed.add_metric([], j.stats.records)
             rounds = GaugeMetricFamily("probecore_judge_pending_rounds", "Vantage rounds waiting for records")
             rounds.add_metric([], j.stats.pending_rounds)
-            events = GaugeMetricFamily("probecore_judge_events", "Incident events this judge wrote")
-            events.type = "counter"
+            events = CounterMetricFamily("probecore_judge_events", "Incident events this judge wrote")
             events.add_metric([], j.stats.events)
             yield from (leader, followed, rounds, events)
             trackers = j.trackers() if j.stats.leading else {}
         if trackers is not None:
             current = trackers() if callable(trackers) else trackers
+            states = {key: tracker.state for key, tracker in list(current.items())}
+        else:
+            states = dict(self.metrics._incidents)
+        if states or self.metrics.role != "agent":
             state = GaugeMetricFamily("probecore_incident_state", "Incident state of each tracked stream: 1 "
                                       "for the current one (ok, suspected, confirmed)",
                                       labels=("check", "vantage", "state"))
-            for (check, vantage), tracker in list(current.items()):
+            for (check, vantage), current_state in states.items():
                 for name in STATES:
-                    state.add_metric([check, vantage, name], 1.0 if tracker.state == name else 0.0)
+                    state.add_metric([check, vantage, name], 1.0 if current_state == name else 0.0)
             yield state
 
