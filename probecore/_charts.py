@@ -112,13 +112,9 @@ def timeline_chart(ident: str, segments: Sequence[tuple[int, int, str]],
     lanes = [*LANES, *(f"outage: {a}" for a in attributions)]
     level = {name: len(lanes) - i for i, name in enumerate(lanes)}
     extra = ["#5a3e8c", "#1f7a8c", "#8c5a1f", "#444444", "#b03a7a"]
-    colours = [COLOURS[s] for s in LANES] + [extra[i % len(extra)] for i in range(len(attributions))]
-    chart = _chart(pygal.XY, ident, colours, 13, height=70 + 22 * len(lanes), show_dots=False,
-                   allow_interruptions=True, show_y_guides=False, legend_columns=4, range=(0.3, len(lanes) + 0.7),
-                   x_labels=_day_ticks(start_ms, end_ms, zone), x_value_formatter=_x_formatter(zone, "%m-%d"),
-                   y_labels=[{"label": name.removeprefix("outage: "), "value": level[name]} for name in lanes],
-                   xrange=(start_ms, end_ms), show_legend=False)
+    colour = {**COLOURS, **{f"outage: {a}": extra[i % len(extra)] for i, a in enumerate(attributions)}}
     minimum = max(1, (end_ms - start_ms) // 600)  # a 20 s outage in a month still shows as a tick
+    series: dict[str, list[tuple[int, int] | None]] = {}
     for name in lanes:
         if name.startswith("outage: "):
             spans = [(a, b) for a, b, label in outages if f"outage: {label}" == name]
@@ -126,9 +122,17 @@ def timeline_chart(ident: str, segments: Sequence[tuple[int, int, str]],
             spans = [(a, b) for a, b, state in segments if state == name]
         points: list[tuple[int, int] | None] = []
         for a, b in spans:
-            b = max(b, a + minimum)
-            points += [(a, level[name]), (b, level[name]), None]
-        chart.add(name, points[:-1] or [None], stroke_style={"linecap": "butt"})
+            points += [(a, level[name]), (max(b, a + minimum), level[name]), None]
+        if points:  # an empty lane keeps its label but costs no series (pygal's cost is per series)
+            series[name] = points[:-1]
+    chart = _chart(pygal.XY, ident, [colour[name] for name in series] or ["#ffffff"], 13,
+                   height=70 + 22 * len(lanes), show_dots=False, allow_interruptions=True, show_y_guides=False,
+                   legend_columns=4, range=(0.3, len(lanes) + 0.7), x_labels=_day_ticks(start_ms, end_ms, zone),
+                   x_value_formatter=_x_formatter(zone, "%m-%d"),
+                   y_labels=[{"label": name.removeprefix("outage: "), "value": level[name]} for name in lanes],
+                   xrange=(start_ms, end_ms), show_legend=False)
+    for name, points in series.items() or [("", [None])]:
+        chart.add(name, points, stroke_style={"linecap": "butt"})
     return _render(chart)
 
 

@@ -29,7 +29,7 @@ from ._charts import COLOURS, FONT, budget_chart, timeline_chart
 from ._record import timestamp_ms
 from ._report import human_duration
 
-DEFAULT_MAX_CHARTS = 60
+DEFAULT_MAX_CHARTS = 40
 """Objectives drawn with charts in one report; the rest are in the tables only. Charts go first
 to the objectives that most need a look (missed, unknown, most budget burned): a 1,000-check
 report stays a file a browser opens, and renders in about a second."""
@@ -95,12 +95,13 @@ def page_model(data: dict[str, Any], extras: Extras, *, max_charts: int = DEFAUL
     until_ms = timestamp_ms(period["evaluated_until"])
     charted = set(chart_order(data["objectives"], max_charts))
     items = owed_items(data)
+    drawn: dict[Any, str] = {}  # objectives of one check (availability, downtime) share a timeline
     objectives = []
     for index, o in enumerate(data["objectives"]):
         extra = extras.objectives.get(o["id"], ObjectiveExtras())
         objectives.append(objective_model(
-            o, extra, data.get("exclusions", []), item=items.get(o["id"]), zone=zone, start_ms=start_ms, end_ms=end_ms,
-            until_ms=until_ms, draw=o["id"] in charted, ident=f"{ident_prefix}o{index}"))
+            o, extra, data.get("exclusions", []), item=items.get(o["id"]), zone=zone, start_ms=start_ms,
+            end_ms=end_ms, until_ms=until_ms, draw=o["id"] in charted, ident=f"{ident_prefix}o{index}", drawn=drawn))
     counts = {"met": sum(o["met"] is True for o in data["objectives"]),
               "missed": sum(o["met"] is False for o in data["objectives"]),
               "unknown": sum(o["met"] is None for o in data["objectives"])}
@@ -115,7 +116,8 @@ def page_model(data: dict[str, Any], extras: Extras, *, max_charts: int = DEFAUL
 
 
 def objective_model(o: dict[str, Any], extra: ObjectiveExtras, exclusions: list[dict[str, Any]], *,
-                    item: dict[str, Any] | None = None, zone: Any, start_ms: int, end_ms: int, until_ms: int, draw: bool, ident: str) -> dict[str, Any]:
+                    item: dict[str, Any] | None = None, zone: Any, start_ms: int, end_ms: int, until_ms: int,
+                    draw: bool, ident: str, drawn: dict[Any, str] | None = None) -> dict[str, Any]:
     unit = o.get("unit") or ""
     outages = [outage_model(x, zone) for x in o.get("outages", [])]
     model = {
@@ -143,8 +145,14 @@ def objective_model(o: dict[str, Any], extra: ObjectiveExtras, exclusions: list[
         spans = [(timestamp_ms(x["start"]), timestamp_ms(x["end"]),
                   x["attribution"] + (" (excluded)" if x.get("excluded") and not x.get("down_s") else ""))
                  for x in o.get("outages", [])]
-        model["timeline_svg"] = timeline_chart(f"{ident}-timeline", segments, spans, start_ms=start_ms,
-                                               end_ms=end_ms, zone=zone)
+        key = (tuple(segments), tuple(spans), start_ms, end_ms)
+        if drawn is None or key not in drawn:
+            svg = timeline_chart(f"{ident}-timeline", segments, spans, start_ms=start_ms, end_ms=end_ms, zone=zone)
+            if drawn is not None:
+                drawn[key] = svg.replace(f"chart-{ident}-timeline", "chart-{ident}")
+            model["timeline_svg"] = svg
+        else:  # the same chart again: only its id (which scopes its CSS) differs
+            model["timeline_svg"] = drawn[key].replace("chart-{ident}", f"chart-{ident}-timeline")
     return model
 
 

@@ -246,3 +246,22 @@ def test_report_output_errors_are_one_line(month, tmp_path, capsys):
                  "--store", store]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(missing) in err and "Traceback" not in err
+
+
+def test_the_benchmark_checks_the_page_against_the_json(tmp_path):
+    """benchmarks/report_html.py at 3 checks: its page agrees with the JSON report (no timing)."""
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_report_html",
+                                                  Path(__file__).parent.parent / "benchmarks" / "report_html.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = argparse.Namespace(checks=3, month="2026-10", interval="1h", seed=3, store=str(tmp_path / "s.sqlite3"),
+                              max_charts=60, max_seconds=1e9, quiet=True)
+    figures = bench.run(args)
+    assert figures["problems"] == [] and figures["ok"]
+    assert figures["objectives"] == 6 and figures["outages"] > 0 and figures["svgs"] >= 6
+    report = {"objectives": [{"id": "a", "met": True, "outages": [{}]}]}
+    page = '<section class="card objective" id="objective-a" data-objective="a" data-verdict="missed">'
+    assert len(bench.check_page(page, report)) == 2  # another verdict, and the outage row missing
