@@ -154,7 +154,16 @@ def budget_text(o: ObjectiveReport) -> str:
     left = ""
     if o.budget_left is not None and o.unit in ("ratio", "s"):
         left = f", {human_duration(max(o.budget_left, 0))} left"
-    return f"{o.budget_used:.0%} used{left}"
+    return f"{used_text(o.budget_used)} used{left}"
+
+
+def used_text(used: float) -> str:
+    """A share of the budget; never "100%" for a budget just over or just under its end."""
+    for digits in range(0, 7):
+        text = f"{used * 100:.{digits}f}"
+        if float(text) != 100 or used == 1:
+            return f"{text}%"
+    return f"{used * 100:.6f}%"
 
 
 def human_duration(seconds: float) -> str:
