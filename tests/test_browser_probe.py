@@ -319,3 +319,26 @@ def test_bad_keys_are_one_line_errors(tmp_path: Path) -> None:
         with pytest.raises(ProfileError) as caught:
             load_profile(path, host.probes)
         assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+async def test_a_run_stopped_from_outside_leaves_no_browser(tmp_path: Path, site: Nginx, private_tmp: Path) -> None:
+    host = make_host(builtins=PLUGINS)
+    profile = load_profile(write_profile(tmp_path, HEAD + f"""
+[[check]]
+id = "page"
+probe = "browser"
+interval = "2s"
+timeout = "2s"
+url = "{site.url}hang.html"
+"""), host.probes)
+    seen: list[int] = []
+    with trio.move_on_after(4.0) as scope:  # as SIGTERM or --for would: a cancel mid-attempt
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_profile, profile, host, MemoryStore(),
+                               RunOptions(handle_signals=False, vantage="test"))
+            await trio.sleep(3.0)
+            seen = chromium_processes(private_tmp)
+            await trio.sleep_forever()
+    assert scope.cancelled_caught
+    assert seen, "the run's browser was not running"
+    assert chromium_processes(private_tmp) == []

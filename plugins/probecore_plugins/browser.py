@@ -46,8 +46,8 @@ which is disposed when the attempt ends, also when the scheduler's timeout cance
 :attr:`BrowserProbe.max_pages` pages are open at once per browser; an attempt waits for a slot
 in phase ``browser``. A browser that dies fails the attempts in flight at once with
 ``browser_crashed`` (never a hang) and is started again by the next attempt. At the end of the
-run the browser is asked to close, then its whole process group is killed, so no renderer or
-zygote outlives the run. Chromium runs with ``--no-sandbox`` when probecore runs as root
+run its whole process group is killed and reaped (also when the run is cancelled), so no
+renderer or zygote outlives the run. Chromium runs with ``--no-sandbox`` when probecore runs as root
 (Chromium's sandbox refuses root).
 
 Why CDP over trio-websocket and not Playwright: the scheduler is trio; Playwright's Python API is
@@ -88,7 +88,7 @@ from probecore import (
 
 DEFAULT_BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 LAUNCH_TIMEOUT = 30.0      # a cold start on a busy 2-core machine takes seconds
-CLOSE_TIMEOUT = 3.0        # asking the browser to close before its process group is killed
+CLOSE_TIMEOUT = 5.0        # reaping the killed browsers at the end of a run
 CLEANUP_TIMEOUT = 2.0      # disposing an attempt's context after a cancel
 LCP_WAIT_MS = 50           # how long the page is given to hand its buffered LCP entry over
 STDERR_LINES = 8           # kept for the message when the browser dies
@@ -169,6 +169,7 @@ class BrowserProbe(ProbeKind[BrowserConfig]):
     def __init__(self) -> None:
         self._nursery: trio.Nursery | None = None
         self._browsers: dict[str, _Browser] = {}
+        self._started: list[_Browser] = []  # crashed ones too, until the lifespan reaps them
         self._starting = trio.Lock()
 
     def target(self, config: BrowserConfig) -> str:
@@ -180,25 +181,30 @@ class BrowserProbe(ProbeKind[BrowserConfig]):
     @asynccontextmanager
     async def lifespan(self, configs: Sequence[BrowserConfig]) -> AsyncIterator[None]:
         """Start one browser per executable the checks name; stop them all at the end."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                for config in configs:
-                    try:  # a browser that cannot start is each attempt's error, not the run's
-                        await self._browser(config)
-                    except BrowserError:
-                        pass
-                yield
-            finally:
-                with trio.move_on_after(CLOSE_TIMEOUT + 2.0) as scope:
-                    scope.shield = True
-                    for browser in self._browsers.values():
-                        await browser.close()
-                for browser in self._browsers.values():
-                    browser.kill()  # whatever the bounded close left, gone for sure
-                self._browsers.clear()
-                self._nursery = None
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    for config in configs:
+                        try:  # a browser that cannot start is each attempt's error, not the run's
+                            await self._browser(config)
+                        except BrowserError:
+                            pass
+                    yield
+                finally:
+                    # The readers and watchers stop first (when the run is cancelled they are
+                    # cancelled anyway): what follows must not depend on them.
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+                scope.shield = True
+                for browser in self._started:
+                    await browser.close()
+            for browser in self._started:
+                browser.kill()  # idempotent: if the bounded close was cut short, gone for sure
+            self._started.clear()
+            self._browsers.clear()
 
     async def check(self, config: BrowserConfig, ctx: CheckContext) -> Observation:
         if self._nursery is None:  # called outside a run: a browser for this attempt alone
@@ -236,6 +242,7 @@ class BrowserProbe(ProbeKind[BrowserConfig]):
                     browser.kill()
                 assert self._nursery is not None
                 browser = self._browsers[executable] = _Browser(executable, self._nursery, self.max_pages)
+                self._started.append(browser)
                 await browser.start()
             return browser
 
@@ -567,7 +574,6 @@ class _Browser:
         self._pending: dict[int, _Pending] = {}
         self._handlers: dict[str, Callable[[str, dict[str, Any]], None]] = {}
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
-        self.exited = trio.Event()
         self._closed: type[Exception] = OSError  # trio_websocket.ConnectionClosed once imported
 
     async def start(self) -> None:
@@ -642,11 +648,10 @@ class _Browser:
             return
 
     async def _watch(self) -> None:
-        # The only task that waits for the process (trio allows one waiter); others wait for
-        # ``exited``.
+        # The only task that waits for the process while it runs (trio allows one waiter);
+        # close() waits once this task is gone.
         assert self._process is not None
         status = await self._process.wait()
-        self.exited.set()
         self._die(f"{os.path.basename(self.executable)} exited with status {status}{self._stderr_tail()}")
         self.kill()
         if self._stream is not None:
@@ -738,21 +743,19 @@ class _Browser:
                     pass  # a dead browser takes its contexts with it
 
     async def close(self) -> None:
-        """Ask the browser to close (bounded), then kill its process group and reap it."""
-        if self.dead is None and self._ws is not None:
-            with trio.move_on_after(CLOSE_TIMEOUT):
-                try:
-                    await self.call("Browser.close")
-                except BrowserError:
-                    pass
-                await self.exited.wait()
+        """Kill the browser's process group, reap it, close the pipe and the DevTools socket.
+
+        Called once its background tasks are gone (nothing else waits for the process). No
+        polite ``Browser.close`` first: its profile is a temporary directory with nothing to
+        save, and a browser that is asked could be the one that no longer answers.
+        """
         self.kill()
-        if self._process is not None:
-            with trio.move_on_after(CLOSE_TIMEOUT):
-                await self.exited.wait()
         if self._stream is not None:
-            with trio.move_on_after(CLOSE_TIMEOUT):
-                await self._stream.aclose()
+            await self._stream.aclose()
+        if self._process is not None:
+            if self._process.stderr is not None:
+                await self._process.stderr.aclose()
+            await self._process.wait()
 
     def kill(self) -> None:
         """SIGKILL the browser's process group and remove its profile directory (idempotent)."""
