@@ -27,7 +27,7 @@ import msgspec
 
 from ._charts import COLOURS, FONT, budget_chart, timeline_chart
 from ._record import timestamp_ms
-from ._report import human_duration
+from ._report import decisive, human_duration, share_text
 
 DEFAULT_MAX_CHARTS = 40
 """Objectives drawn with charts in one report; the rest are in the tables only. Charts go first
@@ -118,14 +118,15 @@ def page_model(data: dict[str, Any], extras: Extras, *, max_charts: int = DEFAUL
 def objective_model(o: dict[str, Any], extra: ObjectiveExtras, exclusions: list[dict[str, Any]], *,
                     item: dict[str, Any] | None = None, zone: Any, start_ms: int, end_ms: int, until_ms: int,
                     draw: bool, ident: str, drawn: dict[Any, str] | None = None) -> dict[str, Any]:
-    unit = o.get("unit") or ""
     outages = [outage_model(x, zone) for x in o.get("outages", [])]
     model = {
         "o": o, "anchor": "objective-" + re.sub(r"[^A-Za-z0-9_-]", "-", o["id"]),
         "text": o.get("description") or o.get("text") or extra.description,
-        "measured": value_text(o.get("measured"), unit), "target": value_text(o.get("target"), unit),
+        **dict(zip(("measured", "target"), decisive_texts(o), strict=True)),
         "verdict": verdict_word(o.get("met")), "budget": budget_text(o),
-        "coverage": coverage_text(o.get("coverage")),
+        "coverage": None if o.get("coverage") is None else share_text(o["coverage"]),
+        "denominator": None if o.get("denominator_s") is None else
+        f"{duration_text(o['denominator_s'])} ({o.get('denominator') or 'period'})",
         "known": None if o.get("coverage") is None else duration_text(o.get("unknown_s", 0.0)),
         "downtime": duration_text(o.get("downtime_s", 0.0)), "excluded": duration_text(o.get("excluded_s", 0.0)),
         "excluded_by_reason": {k: duration_text(v) for k, v in (o.get("excluded_by_reason") or {}).items()},
@@ -199,8 +200,10 @@ def _same_day(first: str | None, second: str | None) -> str | None:
 
 
 def exclusion_model(e: dict[str, Any], zone: Any) -> dict[str, Any]:
+    applies = e.get("applies_to")
     return {"e": e, "start": local_time(e["start"], zone), "end": local_time(e["end"], zone),
-            "check": (e.get("check") or "every check").split("/", 1)[-1]}
+            "check": (e.get("check") or "every check").split("/", 1)[-1],
+            "applies": None if applies is None else ", ".join(applies) or "nothing"}
 
 
 def remedy_model(r: dict[str, Any] | None, item: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -213,7 +216,7 @@ def remedy_model(r: dict[str, Any] | None, item: dict[str, Any] | None = None) -
         owed = money(r["amount"], r.get("currency"))
     else:
         owed = "–"
-    return {"r": r, "owed": owed, "counted": counted, "why": (item or {}).get("why")}
+    return {"r": r, "owed": owed, "counted": counted, "why": (item or {}).get("why"), "of": r.get("of")}
 
 
 def owed_totals(data: dict[str, Any]) -> list[dict[str, str]]:
@@ -306,14 +309,17 @@ def duration_text(seconds: float) -> str:
     return human_duration(seconds)
 
 
-def coverage_text(coverage: float | None) -> str | None:
-    if coverage is None:
-        return None
-    if 0 < coverage < 0.0001:
-        return "< 0.01%"
-    if 0.9999 < coverage < 1:
-        return "> 99.99%"
-    return f"{coverage:.2%}"
+def decisive_texts(o: dict[str, Any]) -> tuple[str, str]:
+    """Measured and target as the table shows them (:func:`probecore._report.decisive`: enough
+    digits that they never contradict the verdict); plain formatting for a dict that is not a
+    whole objective report."""
+    from ._evaluation import ObjectiveReport
+
+    try:
+        return decisive(msgspec.convert(o, ObjectiveReport))
+    except (msgspec.ValidationError, TypeError):
+        unit = o.get("unit") or ""
+        return value_text(o.get("measured"), unit), value_text(o.get("target"), unit)
 
 
 def budget_text(o: dict[str, Any]) -> str:

@@ -265,3 +265,17 @@ def test_the_benchmark_checks_the_page_against_the_json(tmp_path):
     report = {"objectives": [{"id": "a", "met": True, "outages": [{}]}]}
     page = '<section class="card objective" id="objective-a" data-objective="a" data-verdict="missed">'
     assert len(bench.check_page(page, report)) == 2  # another verdict, and the outage row missing
+
+
+def test_it_prints_on_a4_pages(month):
+    html, _ = month
+    with open_browser() as page:
+        page.open(html.as_uri())
+        page.page.emulate_media(media="print")
+        assert page.page.evaluate("getComputedStyle(document.querySelector('section.objective')).breakInside") \
+            == "avoid"
+        pdf = page.page.pdf(prefer_css_page_size=True, print_background=True)
+    boxes = re.findall(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)\s*\]", pdf)
+    assert len(boxes) >= 3  # four objectives do not fit one page
+    for width, height in boxes:  # A4 in points
+        assert abs(float(width) - 595.3) < 1 and abs(float(height) - 841.9) < 1
