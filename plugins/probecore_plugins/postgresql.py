@@ -242,7 +242,8 @@ class PostgreSQLStore:
         self._conninfo_text = conninfo  # for sessions of their own (the judge's leader lock)
         self._pool = psycopg_pool.ConnectionPool(
             conninfo, min_size=1, max_size=max(1, pool_size), open=True, timeout=POOL_TIMEOUT_S,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S}, name="probecore-store")
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S}, name="probecore-store",
+            configure=_configure)
 
     # ---- plumbing ---------------------------------------------------------------------------------
 
@@ -382,30 +383,37 @@ class PostgreSQLStore:
     def _insert_records(self, conn: Any, rows: list[tuple[str, str, int, str, str]]) -> int:
         """Insert *rows* (skipping those stored) with their gaps; returns how many were added.
 
-        A row's previous record is the latest of: the batch's own earlier row of the stream,
-        and the stream's latest stored record before it. Ids follow start time (then stream),
-        so that records come out in the order SQLite gives them."""
+        In stream and time order, as SQLite does (ids, the tie-break of equal starts, follow
+        it). A row's previous record is the batch's own previous row of its stream, known here;
+        only a stream's first row in the batch looks up the stream's latest stored record. A
+        batch landing before stored records of a stream recomputes that stream's gaps after."""
         if not rows:
             return 0
-        columns = list(zip(*rows))
+        rows = sorted(rows, key=lambda r: (r[0], r[1], r[2]))
+        previous: list[int | None] = []
+        last: tuple[str, str, int] | None = None
+        for check, vantage, started, _, _ in rows:
+            previous.append(last[2] if last is not None and last[0] == check and last[1] == vantage else None)
+            last = (check, vantage, started)
+        columns = [list(c) for c in zip(*rows)]
         # Streams with a record stored after the batch's first: gaps after it change. Asked
         # before the insert (the batch's own rows do not count); appending finds none.
         later = conn.execute(
-            "SELECT g.c, g.v, g.lo FROM (SELECT b.c, b.v, min(b.s) AS lo "
-            "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS b(c, v, s) GROUP BY b.c, b.v) AS g "
-            "WHERE EXISTS (SELECT 1 FROM records r WHERE r.check_id = g.c AND r.vantage = g.v "
-            "AND r.started_ms > g.lo)",
-            (list(columns[0]), list(columns[1]), list(columns[2]))).fetchall()
+            "SELECT b.c, b.v, b.s FROM unnest(%b::text[], %b::text[], %b::int8[], %b::int8[]) AS b(c, v, s, p) "
+            "WHERE b.p IS NULL AND EXISTS (SELECT 1 FROM records r WHERE r.check_id = b.c "
+            "AND r.vantage = b.v AND r.started_ms > b.s)",
+            (columns[0], columns[1], columns[2], previous)).fetchall()
+        # Rows go in in the arrays' order (a plain scan of unnest), so ids follow it. COALESCE
+        # evaluates the lookup only for a stream's first row.
         cur = conn.execute(
             "INSERT INTO records (check_id, vantage, started_ms, outcome, body, gap_ms) "
-            "SELECT b.c, b.v, b.s, b.o, b.body, COALESCE(b.s - GREATEST("
-            "  LAG(b.s) OVER (PARTITION BY b.c, b.v ORDER BY b.s),"
-            "  (SELECT r.started_ms FROM records r WHERE r.check_id = b.c AND r.vantage = b.v "
-            "   AND r.started_ms < b.s ORDER BY r.started_ms DESC LIMIT 1)), %s) "
-            "FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[]) AS b(c, v, s, o, body) "
-            "ORDER BY b.s, b.c, b.v "
+            "SELECT b.c, b.v, b.s, b.o, b.body, COALESCE(b.s - COALESCE(b.p, "
+            "(SELECT r.started_ms FROM records r WHERE r.check_id = b.c AND r.vantage = b.v "
+            "AND r.started_ms < b.s ORDER BY r.started_ms DESC LIMIT 1)), %b) "
+            "FROM unnest(%b::text[], %b::text[], %b::int8[], %b::text[], %b::text[], %b::int8[]) "
+            "AS b(c, v, s, o, body, p) "
             "ON CONFLICT (check_id, vantage, started_ms) DO NOTHING",
-            (FIRST_GAP, list(columns[0]), list(columns[1]), list(columns[2]), list(columns[3]), list(columns[4])))
+            (FIRST_GAP, columns[0], columns[1], columns[2], columns[3], columns[4], previous))
         added = cur.rowcount
         for check, vantage, first in later:
             self._fill_gaps(conn, check, vantage, first)
@@ -629,6 +637,14 @@ class PostgreSQLStore:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+
+
+def _configure(conn: Any) -> None:
+    """Session settings of every pooled connection: no JIT compilation (it costs tens of ms per
+    query and pays off only for long analytic scans, which the store never runs), and room for a
+    batch's arrays in memory instead of temp files."""
+    conn.execute("SET jit = off")
+    conn.execute("SET work_mem = '32MB'")
 
 
 # Per vantage of the check: its first and last record in range and the gaps > hold after the

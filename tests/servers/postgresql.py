@@ -123,6 +123,8 @@ class PostgreSQLServer:
     port: int
     password: str = field(repr=False)
     run_as: pwd.struct_passwd | None = field(default=None, repr=False)
+    keep: bool = False
+    """Leave the cluster's directory on :meth:`stop` (to start it again later)."""
     user: str = SUPERUSER
     password_user: str = PASSWORD_USER
     _stopped: bool = field(default=False, repr=False)
@@ -195,22 +197,28 @@ class PostgreSQLServer:
         return proc
 
     def stop(self) -> None:
-        """Stop the server at once (``pg_ctl stop -m immediate``) and remove its directory."""
+        """Stop the server at once (``pg_ctl stop -m immediate``) and remove its directory
+        (unless :attr:`keep`: then it stops with ``-m fast``, a clean shutdown)."""
         if self._stopped:
             return
         self._stopped = True
         try:
             if (self.data_dir / "postmaster.pid").exists():
-                self._run([str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate",
+                self._run([str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast" if self.keep else "immediate",
                            "-w", "-t", str(int(STOP_TIMEOUT)), "stop"], timeout=STOP_TIMEOUT + 5, check=False)
         finally:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            if not self.keep:
+                shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_postgresql(*, durable: bool = False, keep_dir: Path | None = None) -> PostgreSQLServer:
-    """Make a cluster in a new temp dir (or *keep_dir*), start it on a free port, create the roles.
+def start_postgresql(*, durable: bool = False, keep_dir: Path | None = None,
+                     settings: dict[str, str] | None = None) -> PostgreSQLServer:
+    """Make a cluster in a new temp dir, start it on a free port, create the roles.
 
-    ``durable=False`` turns fsync and synchronous commit off (see the module docstring). Raises
+    ``durable=False`` turns fsync and synchronous commit off (see the module docstring).
+    *keep_dir*: the cluster lives there and is kept on :meth:`~PostgreSQLServer.stop`; a cluster
+    made there before is started again with its data (benchmarks reuse generated data this way).
+    *settings* are extra ``postgresql.conf`` lines (``{"max_wal_size": "'4GB'"}``). Raises
     :class:`PostgreSQLStartError` with the server's log when anything fails.
     """
     import psycopg
@@ -221,17 +229,20 @@ def start_postgresql(*, durable: bool = False, keep_dir: Path | None = None) -> 
     directory.mkdir(parents=True, exist_ok=True)
     # Only the cluster's user may read it (initdb insists); we, root, can read anything anyway.
     directory.chmod(0o700)
-    server = PostgreSQLServer(directory, bin_dir, HOST, 0, secrets.token_urlsafe(18), run_as)
+    server = PostgreSQLServer(directory, bin_dir, HOST, 0, secrets.token_urlsafe(18), run_as,
+                              keep=keep_dir is not None)
+    reused = (server.data_dir / "PG_VERSION").exists()
     try:
         (directory / "run").mkdir(exist_ok=True)
         if run_as is not None:
             for path in (directory, directory / "run"):
                 os.chown(path, run_as.pw_uid, run_as.pw_gid)
-        server._run([str(bin_dir / "initdb"), "-D", str(server.data_dir), "-U", SUPERUSER,
-                     "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"],
-                    timeout=120)
+        if not reused:
+            server._run([str(bin_dir / "initdb"), "-D", str(server.data_dir), "-U", SUPERUSER,
+                         "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"],
+                        timeout=120)
         (server.data_dir / "pg_hba.conf").write_text(HBA.format(password_user=PASSWORD_USER))
-        settings = {
+        config = {
             "listen_addresses": f"'{HOST}'",
             "unix_socket_directories": f"'{server.socket_dir}'",
             "max_connections": "200",
@@ -242,14 +253,15 @@ def start_postgresql(*, durable: bool = False, keep_dir: Path | None = None) -> 
             "timezone": "'UTC'",
         }
         if not durable:
-            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+            config |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        config |= settings or {}
         if run_as is not None:
             os.chown(server.data_dir / "pg_hba.conf", run_as.pw_uid, run_as.pw_gid)
         problems = []
         for _ in range(PORT_ATTEMPTS):
             port = free_port()
             with open(server.data_dir / "postgresql.auto.conf", "w") as conf:
-                conf.write("".join(f"{k} = {v}\n" for k, v in settings.items()) + f"port = {port}\n")
+                conf.write("".join(f"{k} = {v}\n" for k, v in config.items()) + f"port = {port}\n")
             if run_as is not None:
                 os.chown(server.data_dir / "postgresql.auto.conf", run_as.pw_uid, run_as.pw_gid)
             started = server._run([str(bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-l", str(server.log),
@@ -279,7 +291,8 @@ def start_postgresql(*, durable: bool = False, keep_dir: Path | None = None) -> 
                                                f"log:\n{read_text(server.log)}") from None
                 time.sleep(0.05)
         # A utility statement takes no bind parameters; token_urlsafe has no quote to escape.
-        server.execute(f"CREATE ROLE \"{PASSWORD_USER}\" LOGIN CREATEDB PASSWORD '{server.password}'")
+        verb = "ALTER" if reused else "CREATE"
+        server.execute(f"{verb} ROLE \"{PASSWORD_USER}\" LOGIN CREATEDB PASSWORD '{server.password}'")
     except BaseException:
         server.stop()
         raise
