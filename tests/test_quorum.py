@@ -150,3 +150,33 @@ def test_a_failure_that_may_be_retried_holds_the_round(tmp_path):
     assert merge.ready(slot1 + 1_000) == []           # bj retries 15 s later
     merge.add(rec(check, "bj", 1, "ok", after_ms=15_000))
     assert merge.ready(slot1 + 16_000)[0].outcome == "ok"
+
+
+def test_the_report_judges_the_merged_rounds(tmp_path):
+    """probe report's evaluator sees the rounds the live judge sees: bj's lone failures are no
+    downtime, the quorum's are, starting at the first quorum round."""
+    from datetime import datetime, timezone
+
+    from probecore._evaluation import Period, evaluate_profile
+    from probecore.testing import MemoryStore
+
+    text = PROFILE + (
+        '[[objective]]\nid = "down"\nkind = "downtime"\ncheck = "site"\nop = "<"\nlimit = "1h"\n')
+    host = make_host(ScriptedPlugin())
+    profile = load_profile(write_profile(tmp_path, text), host.probes, host.evaluators)
+    check = profile.checks[0]
+    base = round(datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp() * 1000) // 60_000
+    records = []
+    for n in range(60):
+        failing = {"bj"} if 5 <= n < 15 else {"bj", "sh"} if 20 <= n < 30 else set()
+        records += [rec(check, v, base + n, "fail" if v in failing else "ok") for v in check.vantages]
+    store = MemoryStore()
+    store.import_records(records)
+    report = evaluate_profile(profile, store, host.evaluators, Period.month(2026, 11, timezone.utc),
+                              now=datetime(2026, 11, 1, 2, tzinfo=timezone.utc))
+    [objective] = report.objectives
+    assert objective.measured == 10 * 60                     # the ten quorum rounds, not bj's ten
+    lone, outage = objective.outages    # bj's lone run: excluded time, the probe's network
+    assert lone.attribution == "probe" and lone.down_s == 0 and lone.excluded == "probe"
+    assert outage.vantage == "quorum" and outage.attribution == "provider" and outage.down_s == 600
+    assert outage.start == format_timestamp_ms((base + 20) * 60_000 + round(check.phase_offset * 1000))
