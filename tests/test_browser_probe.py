@@ -37,6 +37,7 @@ SLOW_BOUND = (SLOW_IMAGE - SLOW_RATE) / SLOW_RATE
 PASSWORD = "s3cret-Pässword"
 EXTRA = """
         location /slow/ { limit_rate 10k; limit_rate_after 0; }
+        location = /moved.html { return 302 /inbox.html; }
         location = /login {
             if ($arg_password = "s3cret-P%C3%A4ssword") {
                 add_header Set-Cookie "session=ok; Path=/";
@@ -161,6 +162,11 @@ probe = "browser"
 url = "http://127.0.0.1:{refused}/"
 
 [[check]]
+id = "moved"
+probe = "browser"
+url = "{site.url}moved.html"
+
+[[check]]
 id = "strict"
 probe = "browser"
 url = "{site.url}page.html"
@@ -199,6 +205,9 @@ threshold = {{ op = "<=", value = "500ms" }}
     assert down.outcome == "fail" and down.failure is not None
     assert down.failure.code == "navigation_failed" and "ERR_CONNECTION_REFUSED" in down.failure.message
     assert down.failure.attribution == "provider"
+
+    moved = records["moved"]  # redirected to the inbox, which refuses a visitor without a session
+    assert list(moved.phases)[:3] == ["browser", "redirect", "dns"] and moved.details["status"] == 403
 
     strict = records["strict"]
     assert strict.outcome == "fail" and strict.failure is not None and strict.failure.code == "too_slow"

@@ -21,7 +21,8 @@ into the check's timeout (phase ``login``).
 
 The headline value is the **open time**: from the start of the navigation to the end of the
 page's load event (``loadEventEnd``), or to ``wait_for``'s selector appearing if that is later.
-Phases, in order, are the Navigation Timing breakdown of the timed page: ``dns``, ``connect``,
+Phases, in order, are the Navigation Timing breakdown of the timed page: ``redirect`` (when the
+URL redirected within its origin), ``dns``, ``connect``,
 ``tls`` (https only), ``ttfb`` (request sent → first byte), ``dom_content_loaded`` (first byte →
 DOMContentLoaded handlers done), ``load`` (→ load handlers done, sub-resources included), and
 ``wait_for`` (load → selector) when set; ``browser`` (a fresh context, and a start of Chromium
@@ -37,7 +38,8 @@ attribution unknown), ``http_status`` (the document answered 400 or more), ``res
 ``login_failed`` (``expect`` not on the page after logging in; unknown: a wrong password or the
 provider's login service), ``too_slow`` (threshold), ``page_crashed`` — all the provider's
 unless said. ``error`` outcomes: ``browser_missing`` (no executable), ``browser_crashed`` (the
-browser died or could not start: the probe could not judge), ``bad_selector``.
+browser died or could not start: the probe could not judge), ``bad_selector``, ``script_failed``
+(a page script threw while the probe read the page), ``no_timing``.
 
 How: one Chromium per executable and run, started when the run starts (the kind's
 :meth:`~probecore.ProbeKind.lifespan`), in its own process group; every attempt gets a fresh
@@ -339,8 +341,11 @@ def _navigation_phases(t: dict[str, Any]) -> tuple[dict[str, float], dict[str, f
     secure = mark("secureConnectionStart")
     load_end = max(mark("loadEventEnd"), mark("loadEventStart"))
     dcl_end = max(mark("domContentLoadedEventEnd"), mark("domContentLoadedEventStart"))
-    phases = {"dns": span(mark("domainLookupStart"), mark("domainLookupEnd")),
-              "connect": span(mark("connectStart"), secure or mark("connectEnd"))}
+    phases: dict[str, float] = {}
+    if mark("redirectEnd"):  # same-origin redirects only: cross-origin ones report zeros
+        phases["redirect"] = span(mark("redirectStart"), mark("redirectEnd"))
+    phases["dns"] = span(mark("domainLookupStart"), mark("domainLookupEnd"))
+    phases["connect"] = span(mark("connectStart"), secure or mark("connectEnd"))
     if secure:
         phases["tls"] = span(secure, mark("connectEnd"))
     phases["ttfb"] = span(mark("requestStart"), mark("responseStart"))
