@@ -286,6 +286,21 @@ async def test_dns_through_a_name_server(tmp_path: Path, web_nginx: WebNginx, nu
     assert failure(records["ours"]) == ("dns", "provider")
 
 
+async def test_silent_name_server_is_dns_within_the_checks_timeout(tmp_path: Path, nursery: trio.Nursery) -> None:
+    """The lookup ends before the check's timeout (its own cap is 5 s), so the record is ``dns``
+    with its attribution, not the scheduler's ``timeout`` in ``resolve``."""
+    from tests.servers.hostile import Hostile, start_hostile
+
+    server = await start_hostile(nursery, Hostile("silence", transport="udp"))
+    records = await run_once(tmp_path, check("silent", "http://www.probe.test/", timeout="1.5s",
+                                             nameservers=[f"127.0.0.1:{server.port}"]))
+    record = records["silent"]
+    assert failure(record) == ("dns", "third_party")
+    assert re.fullmatch(r"cannot resolve www\.probe\.test: no answer within 1\.\d+s",
+                        record.failure.message), record.failure  # type: ignore[union-attr]
+    assert server.connections >= 1
+
+
 # ---- connection failures and timeouts -----------------------------------------------------------
 
 async def test_closed_port_is_connect_refused(tmp_path: Path) -> None:

@@ -38,7 +38,9 @@ With redirects followed, phases and ``processing`` add up over the hops.
   ``max_redirects`` (10), ``threshold = { op = "<=", value = "1.5s" }`` on ``processing``,
   ``server_timing`` (true, or a metric name: record the ``Server-Timing`` header's durations).
 
-**Failure codes** (attribution): ``dns`` (``dns_attribution``, default third_party),
+**Failure codes** (attribution): ``dns`` (``dns_attribution``, default third_party; a lookup
+gets at most 5 s and ends 0.2 s before the check's timeout, so a name server that never answers
+is this code, not the scheduler's ``timeout``),
 ``connect_refused``, ``connect_timeout``, ``connect_failed`` (provider; unknown when this host
 has no route), ``tls``, ``closed``, ``bad_response``, ``reply_too_large`` (the status line and
 headers exceed 64 KiB: a server that never ends its head; or more than 32 ``1xx``

@@ -24,6 +24,8 @@ from ._stream import TimedSocketStream
 
 HOSTS_FILE = "/etc/hosts"
 DNS_LIFETIME = 5.0
+DNS_MARGIN = 0.2        # left of the attempt's deadline for the failure record
+DNS_MIN_LIFETIME = 0.1
 
 
 class Failed(Exception):
@@ -116,16 +118,24 @@ async def resolve(name: str, ip_version: int | str, nameservers: Sequence[str],
     import dns.resolver
 
     resolver = _resolver(nameservers)
+    # Within the attempt's own deadline: a name server that never answers (or answers noise,
+    # which dnspython ignores) is a `dns` failure with its attribution, not the scheduler's timeout.
+    lifetime = min(DNS_LIFETIME, max(DNS_MIN_LIFETIME, (trio.current_effective_deadline()
+                                                         - trio.current_time()) - DNS_MARGIN))
     types: tuple[str, ...] = ("A",) if ip_version == 4 else ("AAAA",) if ip_version == 6 else ("AAAA", "A")
     answers: dict[str, list[str]] = {}
     problems: dict[str, BaseException] = {}
 
     async def lookup(rdtype: str) -> None:
-        try:
-            answer = await resolver.resolve(name, rdtype, search=False)
-            answers[rdtype] = [r.to_text() for r in answer]
-        except (dns.exception.DNSException, OSError) as exc:
-            problems[rdtype] = exc
+        # dnspython may overrun its lifetime by a retry's back-off: our own scope is exact.
+        with trio.move_on_after(lifetime) as scope:
+            try:
+                answer = await resolver.resolve(name, rdtype, search=False, lifetime=lifetime)
+                answers[rdtype] = [r.to_text() for r in answer]
+            except (dns.exception.DNSException, OSError) as exc:
+                problems[rdtype] = exc
+        if scope.cancelled_caught:
+            problems[rdtype] = dns.exception.Timeout(timeout=lifetime)
 
     if len(types) == 1:
         await lookup(types[0])
@@ -145,8 +155,8 @@ async def resolve(name: str, ip_version: int | str, nameservers: Sequence[str],
         reason = "no such domain (NXDOMAIN)"
     elif isinstance(exc, dns.resolver.NoAnswer) or exc is None:
         reason = f"no {wanted}"
-    elif isinstance(exc, dns.resolver.LifetimeTimeout):
-        reason = f"no answer within {DNS_LIFETIME:g}s"
+    elif isinstance(exc, dns.exception.Timeout):  # LifetimeTimeout is one
+        reason = f"no answer within {lifetime:.3g}s"
     elif isinstance(exc, dns.resolver.NoNameservers):
         reason = "every name server failed (SERVFAIL or refused)"
     else:
