@@ -106,9 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     when = report.add_mutually_exclusive_group()
     when.add_argument("--month", metavar="YYYY-MM", help="the month to judge (default: the current one, to date)")
     when.add_argument("--year", metavar="YYYY", help="judge the yearly objectives (period = \"year\") of this year")
-    report.add_argument("--format", choices=("table", "json", "markdown", "html"), default="table",
-                        help="table (default), json (schema: 'probe schema report'), markdown, or html "
-                        "(one self-contained page with charts)")
+    report.add_argument("--format", choices=("table", "json", "markdown", "html", "pdf"), default="table",
+                        help="table (default), json (schema: 'probe schema report'), markdown, html "
+                        "(one self-contained page with charts) or pdf (that page on A4, with -o; "
+                        "needs probecore[pdf])")
     report.add_argument("-o", "--output", metavar="FILE", default=None,
                         help="write the report to FILE instead of stdout")
     report.add_argument("--objective", metavar="ID", action="append", default=None,

@@ -31,16 +31,27 @@ def run_report(args: argparse.Namespace, host: PluginHost) -> int:
             raise UsageError(f'probe report: --objective: no objective "{wanted}" in {profile.path}; '
                              f"objectives: {', '.join(sorted(known)) or 'none'}")
     if args.output and args.format == "table":
-        raise UsageError("probe report: -o: a file gets --format json, markdown or html, not the table")
+        raise UsageError("probe report: -o: a file gets --format json, markdown, html or pdf, not the table")
+    if args.format == "pdf":
+        if not args.output:
+            raise UsageError("probe report: --format pdf: name the file with -o FILE")
+        from ._report_html import pdf_engine
+
+        pdf_engine()  # missing WeasyPrint is one line now, not after judging the month
     store = open_store(args.store or default_store_url(profile.name), host.stores.get)
     try:
         report = evaluate_profile(profile, store, host.evaluators, period, now=now, only=args.objective)
-        if args.format == "html":
+        if args.format in ("html", "pdf"):
             from ._report_html import render_html, report_extras
 
             html = render_html(report, report_extras(profile, store, period, now, report))
     finally:
         store.close()
+    if args.format == "pdf":
+        from ._report_html import render_pdf
+
+        _write(args.output, render_pdf(html))
+        return 0 if report.met else 1
     out = io.StringIO() if args.output else sys.stdout
     if args.format == "html":
         out.write(html)
@@ -55,12 +66,12 @@ def run_report(args: argparse.Namespace, host: PluginHost) -> int:
     return 0 if report.met else 1
 
 
-def _write(path: str, text: str) -> None:
-    """Write *text* to *path* whole (a temp file renamed over it: a reader never sees half)."""
+def _write(path: str, content: str | bytes) -> None:
+    """Write *content* to *path* whole (a temp file renamed over it: a reader never sees half)."""
     target = Path(path)
     temp = target.with_name(f".{target.name}.tmp")
     try:
-        temp.write_text(text, encoding="utf-8")
+        temp.write_bytes(content.encode() if isinstance(content, str) else content)
         temp.replace(target)
     except OSError as exc:
         temp.unlink(missing_ok=True)

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from ._charts import COLOURS, FONT, budget_chart, timeline_chart
+from ._errors import UsageError
 from ._record import timestamp_ms
 from ._report import decisive, human_duration, share_text
 
@@ -376,3 +377,34 @@ def environment() -> Any:
                                           autoescape=True, trim_blocks=True, lstrip_blocks=True,
                                           undefined=jinja2.StrictUndefined)
     return _environment
+
+
+# ---- PDF ------------------------------------------------------------------------------------------
+
+def pdf_engine() -> Any:
+    """WeasyPrint's ``HTML`` class, or a one-line :class:`UsageError` saying how to get it.
+
+    Why WeasyPrint: it is a maintained HTML/CSS-to-PDF library of the same authors as pygal, it
+    draws pygal's SVG, follows the page's ``@page``/``@media print`` rules (A4), and needs no
+    browser; it is an optional extra because it needs Pango from the system."""
+    try:
+        import weasyprint
+    except (ImportError, OSError) as exc:  # OSError: the library is there but Pango is not
+        raise UsageError("probe report: --format pdf needs WeasyPrint: pip install 'probecore[pdf]' "
+                         f"(and Debian's libpango-1.0-0) ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
+    return weasyprint.HTML
+
+
+def render_pdf(html: str) -> bytes:
+    """The HTML report as a PDF of A4 pages; nothing is fetched (the page needs nothing)."""
+    import logging
+
+    engine = pdf_engine()
+    # WeasyPrint logs each CSS property it does not know (the browser-only ones) as a warning.
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+
+    def refuse(url: str, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError(f"the report fetches nothing ({url})")
+
+    pdf: bytes = engine(string=html, url_fetcher=refuse).write_pdf()
+    return pdf

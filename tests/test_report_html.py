@@ -279,3 +279,23 @@ def test_it_prints_on_a4_pages(month):
     assert len(boxes) >= 3  # four objectives do not fit one page
     for width, height in boxes:  # A4 in points
         assert abs(float(width) - 595.3) < 1 and abs(float(height) - 841.9) < 1
+
+
+def test_pdf_is_the_page_on_a4(month, tmp_path, capsys):
+    pytest.importorskip("weasyprint", reason="pip install 'probecore[pdf]'")
+    html, _ = month
+    profile, store = html.parent / "acme.toml", f"sqlite:{html.parent / 'acme.sqlite3'}"
+    pdf = tmp_path / "report.pdf"
+    assert main(["report", str(profile), "--month", "2026-10", "--format", "pdf", "-o", str(pdf),
+                 "--store", store]) == 1
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+    # The same page laid out by the same engine: A4 pages (in CSS px), several of them.
+    import weasyprint
+
+    pages = weasyprint.HTML(string=html.read_text(encoding="utf-8")).render().pages
+    assert len(pages) >= 3
+    assert all(abs(p.width - 793.7) < 1 and abs(p.height - 1122.5) < 1 for p in pages)
+    capsys.readouterr()
+    assert main(["report", str(profile), "--month", "2026-10", "--format", "pdf", "--store", store]) == 2
+    assert "-o FILE" in capsys.readouterr().err
