@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="URL", default=None,
-                        help="where records go: sqlite:PATH or a path (default: one SQLite file per "
+                        help="where records go: sqlite:PATH or a path, or postgresql://USER@HOST:PORT/DB "
+                        "(password from PGPASSWORD or ~/.pgpass; default: one SQLite file per "
                         "profile in $PROBECORE_DATA_DIR, else ~/.local/share/probecore)")
 
 

@@ -271,6 +271,7 @@ class PostgreSQLStore:
 
     def _first_line(self, exc: BaseException) -> str:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = text.removeprefix("connection failed: ")  # "cannot connect: …" says it already
         for secret in (self._password, quote(self._password or "", safe="")):
             if secret:
                 text = text.replace(secret, "***")
