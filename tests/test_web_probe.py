@@ -377,7 +377,8 @@ async def test_broken_servers_are_closed_or_bad_response(tmp_path: Path, nursery
 async def test_response_head_is_bounded(tmp_path: Path, nursery: trio.Nursery) -> None:
     """A head just under 64 KiB is read; one over it, or 1xx answers without end, are
     ``reply_too_large`` (the probe stops reading; the scheduler's timeout is not needed)."""
-    from probecore_plugins.web import MAX_HEAD, MAX_INFORMATIONAL
+    from probecore_plugins._client import MAX_INFORMATIONAL
+    from probecore_plugins._client import MAX_RESPONSE_HEAD as MAX_HEAD
 
     def headers(size: int) -> bytes:
         line = b"X-Filler: " + b"f" * 90 + b"\r\n"
@@ -402,7 +403,7 @@ async def test_response_head_is_bounded(tmp_path: Path, nursery: trio.Nursery) -
     assert records["under"].outcome == "ok", records["under"].failure
     assert records["some-1xx"].outcome == "ok", records["some-1xx"].failure
     assert failure(records["over"]) == ("reply_too_large", "provider")
-    assert records["over"].failure.message == "the response head from 127.0.0.1 is longer than 64 KiB"  # type: ignore[union-attr]
+    assert records["over"].failure.message == "127.0.0.1 sent a response head longer than 64 KiB"  # type: ignore[union-attr]
     assert failure(records["endless-1xx"]) == ("reply_too_large", "provider")
     assert f"more than {MAX_INFORMATIONAL} informational" in records["endless-1xx"].failure.message  # type: ignore[union-attr]
 

@@ -3,9 +3,9 @@ over HTTP(S) with h11 on trio streams, with basic or session authentication.
 
 :func:`read_chassis_power` returns a :class:`ChassisPower`; problems raise
 :class:`RedfishFailure` with the probe's code (``unreachable``, ``auth``, ``not_found``,
-``protocol``, ``reply_too_large``: a head over :data:`MAX_HEAD`, a body over :data:`MAX_BODY` or
-more than :data:`MAX_INFORMATIONAL` ``1xx`` answers, a collection of more than
-:data:`MAX_SUPPLIES` power supplies). One connection per request (``Connection: close``): a probe makes at most a
+``protocol``, ``reply_too_large``: a head over 64 KiB or more than 32 ``1xx`` answers (the
+shared :class:`probecore_plugins._client.ResponseHeads`), a body over :data:`MAX_BODY`, a
+collection of more than :data:`MAX_SUPPLIES` power supplies). One connection per request (``Connection: close``): a probe makes at most a
 handful, and a fresh connection avoids keep-alive edge cases of BMCs.
 """
 
@@ -20,9 +20,9 @@ from typing import Any
 import h11
 import trio
 
+from .._client import ResponseHeads
+
 MAX_BODY = 4 * 1024 * 1024
-MAX_HEAD = 64 * 1024  # status line and headers
-MAX_INFORMATIONAL = 32
 MAX_SUPPLIES = 64  # members of a PowerSupplies collection (each costs a request)
 SESSIONS = "/redfish/v1/SessionService/Sessions"
 
@@ -81,7 +81,8 @@ async def request(endpoint: Endpoint, method: str, path: str,
                     reason = str(getattr(cause, "reason", None) or cause or exc)
                 raise RedfishFailure("protocol", f"TLS: {reason}") from None
             stream = tls
-        conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        heads = ResponseHeads()
+        conn = heads.http
         headers = [("Host", f"{endpoint.host}:{endpoint.port}"), ("Accept", "application/json"),
                    ("Connection", "close"), ("OData-Version", "4.0"), *endpoint.headers]
         if body:
@@ -91,22 +92,14 @@ async def request(endpoint: Endpoint, method: str, path: str,
             data += conn.send(h11.Data(data=body))
         data += conn.send(h11.EndOfMessage())
         await stream.send_all(data)
-        status, reply_headers, chunks, size, informational = 0, {}, [], 0, 0
-        fed = parsed = 0  # bytes given to h11; bytes of the heads it has parsed
+        status, reply_headers, chunks, size = 0, {}, [], 0
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                data = await stream.receive_some(65536)
-                fed += len(data)
-                conn.receive_data(data)
+                heads.feed(await stream.receive_some(65536))
                 continue
-            if isinstance(event, (h11.Response, h11.InformationalResponse)):
-                # h11 bounds only a head still incomplete; one that came whole is measured here.
-                consumed = fed - len(conn.trailing_data[0])
-                if consumed - parsed > MAX_HEAD:
-                    raise RedfishFailure("reply_too_large", f"{path}: response head longer than "
-                                         f"{MAX_HEAD // 1024} KiB")
-                parsed = consumed
+            if why := heads.over(event):
+                raise RedfishFailure("reply_too_large", f"{path}: {why}")
             if isinstance(event, h11.Response):
                 status = event.status_code
                 reply_headers = {k.decode().lower(): v.decode("latin-1") for k, v in event.headers}
@@ -115,17 +108,11 @@ async def request(endpoint: Endpoint, method: str, path: str,
                 if size > MAX_BODY:
                     raise RedfishFailure("reply_too_large", f"{path}: body larger than {MAX_BODY} bytes")
                 chunks.append(bytes(event.data))
-            elif isinstance(event, h11.InformationalResponse):
-                informational += 1  # 1xx: the final response follows, unless they never end
-                if informational > MAX_INFORMATIONAL:
-                    raise RedfishFailure("reply_too_large", f"{path}: more than {MAX_INFORMATIONAL} "
-                                         "informational (1xx) responses")
             elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                 return status, reply_headers, b"".join(chunks)
     except h11.RemoteProtocolError as exc:
-        if exc.error_status_hint == 431:  # h11's bound on a head in progress
-            raise RedfishFailure("reply_too_large", f"{path}: response head longer than "
-                                 f"{MAX_HEAD // 1024} KiB") from None
+        if why := heads.overflowed(exc):
+            raise RedfishFailure("reply_too_large", f"{path}: {why}") from None
         raise RedfishFailure("protocol", f"{path}: not HTTP: {exc}") from None
     except (trio.BrokenResourceError, OSError) as exc:
         raise RedfishFailure("protocol", f"{path}: connection broken: {exc}") from None

@@ -65,7 +65,7 @@ import trio
 
 from probecore import CheckContext, Observation, ProbeKind, hookimpl
 
-from .._client import USER_AGENT
+from .._client import USER_AGENT, ResponseHeads
 from ._config import REDIRECT_STATUSES, Plan, Threshold, Url, WebConfig, describe_statuses, make_plan, parse_url
 from ._net import (
     Connection,
@@ -83,8 +83,6 @@ __all__ = ["Threshold", "WebConfig", "WebProbe"]
 
 PHASES = ("resolve", "connect", "tls", "send", "wait", "transfer")
 RECEIVE_SIZE = 256 * 1024
-MAX_HEAD = 64 * 1024
-MAX_INFORMATIONAL = 32
 PREVIEW = 120
 
 
@@ -232,8 +230,7 @@ class WebProbe(ProbeKind[WebConfig]):
                 raw.close()
                 raise
             attempt.details.update(tls_details)
-        http = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
-        return Connection(raw, stream, http, address, rtt, kernel_rtt, key, tls_details)
+        return Connection(raw, stream, ResponseHeads(), address, rtt, kernel_rtt, key, tls_details)
 
     async def _roundtrip(self, conn: Connection, config: WebConfig, plan: Plan, url: Url, method: str,
                          body: bytes | None, ctx: CheckContext, attempt: _Attempt,
@@ -362,19 +359,13 @@ async def _read_response(conn: Connection, chunk: bytes, url: Url, limit: int, k
     body = bytearray()
     size = 0
     too_large = eof = False
-    informational = 0
-    fed, parsed = len(chunk), 0  # bytes given to h11; bytes of the heads it has parsed
+    heads = conn.heads
     try:
-        http.receive_data(chunk)
+        heads.feed(chunk)
         while True:
             event = http.next_event()
-            if isinstance(event, (h11.Response, h11.InformationalResponse)):
-                # h11 bounds only a head still incomplete; one that came whole is measured here.
-                consumed = fed - len(http.trailing_data[0])
-                if consumed - parsed > MAX_HEAD:
-                    raise Failed("reply_too_large", f"the response head from {conn.address} is "
-                                 f"longer than {MAX_HEAD // 1024} KiB")
-                parsed = consumed
+            if why := heads.over(event):
+                raise Failed("reply_too_large", f"{conn.address} sent {why}")
             if event is h11.NEED_DATA:
                 try:
                     chunk = await stream.receive_some(RECEIVE_SIZE)
@@ -382,8 +373,7 @@ async def _read_response(conn: Connection, chunk: bytes, url: Url, limit: int, k
                     raise Failed("closed", f"connection to {conn.address} broken while reading the "
                                  f"response: {_reason(exc)}") from None
                 eof = not chunk
-                fed += len(chunk)
-                http.receive_data(chunk)
+                heads.feed(chunk)
             elif isinstance(event, h11.Response):
                 head = event
             elif isinstance(event, h11.Data):
@@ -400,19 +390,13 @@ async def _read_response(conn: Connection, chunk: bytes, url: Url, limit: int, k
             elif isinstance(event, h11.ConnectionClosed):
                 raise Failed("closed", f"{conn.address} closed the connection before the response "
                              "was complete")
-            elif isinstance(event, h11.InformationalResponse):
-                # Skipped: the final response follows. A server that sends 1xx for ever does not.
-                informational += 1
-                if informational > MAX_INFORMATIONAL:
-                    raise Failed("reply_too_large", f"{conn.address} sent more than "
-                                 f"{MAX_INFORMATIONAL} informational (1xx) responses")
+            # h11.InformationalResponse (1xx) is skipped: the final response follows.
     except h11.RemoteProtocolError as exc:
         if eof:  # h11's words for a body or head cut short by the peer's close
             raise Failed("closed", f"{conn.address} closed the connection before the response was "
                          "complete") from None
-        if exc.error_status_hint == 431:  # h11's bound on a head (or chunk header) in progress
-            raise Failed("reply_too_large", f"the response head from {conn.address} is longer than "
-                         f"{MAX_HEAD // 1024} KiB") from None
+        if why := heads.overflowed(exc):
+            raise Failed("reply_too_large", f"{conn.address} sent {why}") from None
         raise Failed("bad_response", f"not a valid HTTP/1.1 response from {conn.address}: {exc}") from None
     assert head is not None
     return _Response(head.status_code, head.reason.decode("latin-1", "replace"), list(head.headers),

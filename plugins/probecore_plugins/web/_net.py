@@ -18,6 +18,7 @@ import trio
 
 from probecore import Attribution
 
+from .._client import ResponseHeads
 from .._client import tls_context as shared_tls_context
 from ._config import parse_nameserver
 from ._stream import TimedSocketStream
@@ -298,7 +299,7 @@ def not_after_of(der: bytes) -> datetime | None:
 class Connection:
     raw: TimedSocketStream
     stream: Any  # the raw stream, or a trio.SSLStream over it
-    http: h11.Connection
+    heads: ResponseHeads  # the h11 connection, its response heads bounded
     address: str
     rtt_s: float
     kernel_rtt: bool
@@ -306,6 +307,10 @@ class Connection:
     tls_details: dict[str, Any] | None = None
     idle_since: float = 0.0
     reused: bool = False
+
+    @property
+    def http(self) -> h11.Connection:
+        return self.heads.http
 
     def close(self) -> None:
         """Close at once, without a TLS close_notify: the probe has what it needs."""
