@@ -40,6 +40,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 
 BUILTIN_DEFERRED: dict[str, dict[str, tuple[str, ...]]] = {
     "probecore_plugins.web": {"probecore_add_probes": ("web",)},
+    "probecore_plugins.browser": {"probecore_add_probes": ("browser",)},
     "probecore_plugins.dns": {"probecore_add_probes": ("dns",)},
     "probecore_plugins.ftp": {"probecore_add_probes": ("ftp",)},
     "probecore_plugins.power": {"probecore_add_probes": ("power",)},
