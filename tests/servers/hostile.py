@@ -122,7 +122,8 @@ class HostileServer:
     port: int = 0
     connections: int = 0
     bytes_sent: int = 0
-    received: list[bytes] = field(default_factory=list)  # the client lines / datagrams it read
+    # What it read: client lines (script, command), then while silent the raw chunks; UDP: datagrams.
+    received: list[bytes] = field(default_factory=list)
     cancel_scope: trio.CancelScope | None = None
 
     def stop(self) -> None:
