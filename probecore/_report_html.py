@@ -375,7 +375,8 @@ def environment() -> Any:
 
         _environment = jinja2.Environment(loader=jinja2.PackageLoader("probecore", "templates"),
                                           autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                                          undefined=jinja2.StrictUndefined)
+                                          # a field an older or newer report lacks renders empty
+                                          undefined=jinja2.ChainableUndefined)
     return _environment
 
 
