@@ -75,7 +75,7 @@ def config(server: MailServer, **keys: object):
 
     table = {"id": "mail", "kind": "email", "host": server.host, "port": server.starttls_port,
              "username": server.address("alice"), "password": {"env": PASSWORD_ENV},
-             "sender": f"Probecore <{server.address('alice')}>", "to": [server.address("r6")],
+             "sender": f"Probecore <{server.address('alice')}>", "to": [server.address("n0")],
              "ca_file": str(server.ca_file), **keys}
     table = {k: v for k, v in table.items() if v is not None}
     return msgspec.convert(table, EmailNotifier.Config, dec_hook=dec_hook, strict=True)
@@ -140,16 +140,16 @@ def free_port() -> int:
 # ---- (a) the message ----------------------------------------------------------------------------
 
 async def test_the_notice_arrives_with_its_headers_and_both_parts(mail_server: MailServer) -> None:
-    mail_server.clear("r6")
-    mail_server.clear("r7")
+    mail_server.clear("n0")
+    mail_server.clear("n1")
     sent = notice()
-    cfg = config(mail_server, to=[mail_server.address("r6"), f"Seven <{mail_server.address('r7')}>"],
+    cfg = config(mail_server, to=[mail_server.address("n0"), f"Seven <{mail_server.address('n1')}>"],
                  subject_prefix="[probe] ")
     assert await deliver(cfg, sent) is None
-    (got,) = await read_mailbox(mail_server, "r6", 1)
+    (got,) = await read_mailbox(mail_server, "n0", 1)
     assert got["Subject"] == "[probe] " + sent.title
     assert got["From"] == f"Probecore <{mail_server.address('alice')}>"
-    assert got["To"] == f"{mail_server.address('r6')}, Seven <{mail_server.address('r7')}>"
+    assert got["To"] == f"{mail_server.address('n0')}, Seven <{mail_server.address('n1')}>"
     assert got["X-Probecore-Notice"] == sent.notice_id
     assert got["X-Probecore-Event"] == sent.event_id
     assert got["Message-ID"] == message_id(sent.notice_id)
@@ -165,17 +165,17 @@ async def test_the_notice_arrives_with_its_headers_and_both_parts(mail_server: M
     received = " ".join(str(v) for v in got.get_all("Received"))
     assert "with ESMTPSA" in received
     # The second recipient got the same message.
-    (other,) = await read_mailbox(mail_server, "r7", 1)
+    (other,) = await read_mailbox(mail_server, "n1", 1)
     assert other["Message-ID"] == got["Message-ID"]
 
 
 async def test_a_resend_carries_the_same_message_id(mail_server: MailServer) -> None:
-    mail_server.clear("r6")
+    mail_server.clear("n0")
     first, other = notice(n=1), notice(n=2)
     cfg = config(mail_server)
     for n in (first, first, other):
         assert await deliver(cfg, n) is None
-    got = await read_mailbox(mail_server, "r6", 3)
+    got = await read_mailbox(mail_server, "n0", 3)
     by_notice: dict[str, set[str]] = {}
     for message in got:
         by_notice.setdefault(message["X-Probecore-Notice"], set()).add(message["Message-ID"])
@@ -188,15 +188,15 @@ async def test_a_resend_carries_the_same_message_id(mail_server: MailServer) -> 
 
 
 async def test_implicit_tls_and_a_test_notice(mail_server: MailServer, tmp_path: Path) -> None:
-    mail_server.clear("r8")
+    mail_server.clear("n2")
     host = make_host(ScriptedPlugin())
-    profile = load_profile(write_profile(tmp_path, profile_text(mail_server, "r8", extra_channel=(
+    profile = load_profile(write_profile(tmp_path, profile_text(mail_server, "n2", extra_channel=(
         f'port = {mail_server.smtps_port}\nsecurity = "tls"\n'))), host.probes, host.evaluators, host.notifiers)
     (cfg,) = profile.channels
-    assert cfg.security == "tls" and EmailNotifier().target(cfg) == mail_server.address("r8")
+    assert cfg.security == "tls" and EmailNotifier().target(cfg) == mail_server.address("n2")
     sent = make_test_notice(profile, profile.route_configs[0], 1_788_220_800_000)
     assert await deliver(cfg, sent) is None
-    (got,) = await read_mailbox(mail_server, "r8", 1)
+    (got,) = await read_mailbox(mail_server, "n2", 1)
     assert got["Subject"] == "[probe] " + sent.title and got["Message-ID"] == message_id(sent.notice_id)
     assert "no action needed" in parts(got)[0]
 
@@ -204,7 +204,7 @@ async def test_implicit_tls_and_a_test_notice(mail_server: MailServer, tmp_path:
 # ---- (b) failures -------------------------------------------------------------------------------
 
 async def test_a_wrong_password_is_refused_for_good_and_never_shown(mail_server: MailServer) -> None:
-    mail_server.clear("r6")
+    mail_server.clear("n0")
     ctx = DeliveryContext(10.0)
     with pytest.raises(DeliveryError) as caught:
         await EmailNotifier().send(config(mail_server, password={"env": WRONG_ENV}), notice(), ctx)
@@ -217,7 +217,7 @@ async def test_a_wrong_password_is_refused_for_good_and_never_shown(mail_server:
     assert "\n" not in message
     assert WRONG_PASSWORD not in message and mail_server.password not in message
     assert ctx.scrub(f"x {WRONG_PASSWORD} y") == "x *** y"  # revealed through ctx: the worker scrubs it
-    assert mail_server.mailbox_files("r6") == []
+    assert mail_server.mailbox_files("n0") == []
 
 
 async def test_a_refused_recipient_is_not_retried_soon(mail_server: MailServer) -> None:
@@ -229,10 +229,10 @@ async def test_a_refused_recipient_is_not_retried_soon(mail_server: MailServer) 
 
 
 async def test_one_recipient_refused_of_two_is_delivered_to_the_other(mail_server: MailServer) -> None:
-    mail_server.clear("r6")
-    error = await deliver(config(mail_server, to=[mail_server.address("blocked"), mail_server.address("r6")]))
+    mail_server.clear("n0")
+    error = await deliver(config(mail_server, to=[mail_server.address("blocked"), mail_server.address("n0")]))
     assert error is None
-    (got,) = await read_mailbox(mail_server, "r6", 1)
+    (got,) = await read_mailbox(mail_server, "n0", 1)
     assert got["X-Probecore-Notice"] == notice().notice_id
 
 
@@ -413,9 +413,9 @@ obligation = "15m"
 
 
 async def test_a_run_mails_the_confirmed_and_resolved_notices(tmp_path: Path, mail_server: MailServer) -> None:
-    mail_server.clear("carol")
+    mail_server.clear("n3")
     host = make_host(ScriptedPlugin())
-    profile = load_profile(write_profile(tmp_path, profile_text(mail_server, "carol")), host.probes,
+    profile = load_profile(write_profile(tmp_path, profile_text(mail_server, "n3")), host.probes,
                            host.evaluators, host.notifiers)
     store = SQLiteStore(f"sqlite:{tmp_path / 'notify.sqlite3'}")
     try:
@@ -438,7 +438,7 @@ async def test_a_run_mails_the_confirmed_and_resolved_notices(tmp_path: Path, ma
         (annotation,) = store.annotations("mailnote", "notice")
         assert (annotation.incident, annotation.route) == (confirmed.notice.incident, "oncall")
         assert annotation.note == "delivered through mail after 1 attempt(s)"
-        got = await read_mailbox(mail_server, "carol", 2)
+        got = await read_mailbox(mail_server, "n3", 2)
         assert [m["X-Probecore-Notice"] for m in got] == [d.notice.notice_id for d in deliveries]
         assert [m["Message-ID"] for m in got] == [message_id(d.notice.notice_id) for d in deliveries]
         assert got[0]["Subject"] == "[probe] [mailnote] web: OUTAGE"
