@@ -60,6 +60,12 @@ class Coordination(Protocol):
         with one of *prefixes*, in id order, at most *limit*. Ids are taken at insert and seen
         at commit: a later id may be seen before an earlier one (the judge re-reads)."""
 
+    def record_ids(self, after_id: int, upto_id: int, prefixes: list[str]) -> list[int]:
+        """Ids of the records in ``(after_id, upto_id]`` whose check starts with one of *prefixes*."""
+
+    def records_by_id(self, ids: list[int]) -> list[tuple[int, SLIRecord]]:
+        """``(id, record)`` of the records with these ids, in id order."""
+
     def close(self) -> None:
         """Release every session (and with it the leader lock). Calling it twice is harmless."""
 

@@ -51,6 +51,9 @@ from ._store import Store
 
 STATE_LOW = "judge.records_low"
 """State key: every record id at or below it has been judged (the followers' resume point)."""
+PAGE = 5000
+MAX_PAGES = 20
+"""At most PAGE × MAX_PAGES new records per poll (the rest at the next)."""
 STATE_UNTIL = "judge.judged_until_ms"
 """State key: records that started before it have been judged (widens a takeover's replay)."""
 
@@ -96,6 +99,8 @@ class _Term:
     def __init__(self, judge: Judge, low: int, fresh_from: int):
         self.judge = judge
         self.low = low
+        self.hi = low
+        """The highest record id read so far (ids in ``(low, hi]`` are re-listed until settled)."""
         self.seen: dict[int, float] = {}
         self.trackers: dict[tuple[str, str], IncidentTracker] = {}
         self.merges: dict[str, VantageMerge] = {}
@@ -104,6 +109,9 @@ class _Term:
         # counted failure before it caused an event: the last one closed its incident).
         self.start_at: dict[tuple[str, str], int] = {}
         self.fresh_from = fresh_from
+        self.replaying = True
+        """While replaying the stored records at take-over (afterwards every record counts: one
+        that arrives late was judged by no one)."""
         self.replayed: set[tuple[str, str, str]] = set()
         self.pending: list[IncidentEvent] = []
 
@@ -130,7 +138,7 @@ class _Term:
 
     def track(self, record: SLIRecord) -> None:
         key = (record.check, record.vantage)
-        if key not in self.trackers:
+        if self.replaying and key not in self.trackers:
             if timestamp_ms(record.started_at) < self.start_at.get(key, self.fresh_from):
                 return  # before the point where the stream's state is known
         self.pending.extend(self.tracker(*key).feed(record))
@@ -277,6 +285,7 @@ class Judge:
             term.replayed.add((record.check, record.vantage, record.started_at))
             term.feed(record)
         term.decide(now)
+        term.replaying = False
         await self._write(term)
         return term
 
@@ -284,9 +293,25 @@ class Judge:
 
     async def _poll(self, term: _Term) -> None:
         assert self.coordination is not None
+        coordination = self.coordination
         now_t = trio.current_time()
+
+        def read() -> list[tuple[int, SLIRecord]]:
+            rows: list[tuple[int, SLIRecord]] = []
+            # Ids below the highest seen that were not visible then (committed late).
+            late = [i for i in coordination.record_ids(term.low, term.hi, self.prefixes) if i not in term.seen]
+            rows += coordination.records_by_id(late)
+            for _ in range(MAX_PAGES):
+                page = coordination.records_after(term.hi, self.prefixes, PAGE)
+                rows += page
+                if page:
+                    term.hi = max(term.hi, page[-1][0])
+                if len(page) < PAGE:
+                    break
+            return rows
+
         try:
-            rows = await self._call(self.coordination.records_after, term.low, self.prefixes)
+            rows = await self._call(read)
         except Exception as exc:
             self._warn(f"judge {self.options.judge_id}: reading new records failed, retrying: {exc}")
             return

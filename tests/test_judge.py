@@ -211,3 +211,48 @@ def test_quorum_rounds_are_judged_by_the_slot_not_the_arrival(setup):
     [decided] = merge.ready(slot + 1000 + 500 + 300)  # next slot + timeout + grace: gz is late
     assert decided.failure.attribution == "provider"
     assert merge.add(record(check, "gz", slot, False)) is False
+
+
+def test_a_record_committed_after_a_later_one_is_still_judged(setup, postgresql_url):
+    """Ids are taken at insert and seen at commit: a batch that commits late has lower ids than
+    records the judge already read. It must still be judged."""
+    from probecore_plugins.postgresql import _record_row
+
+    profile, host, notices = setup
+    plain = profile.check("plain")
+    now_ms = int(time.time() * 1000)
+    late = record(plain, "bj", now_ms - 2000, True)   # fails: confirm 2 needs two of them
+    late2 = record(plain, "bj", now_ms - 1000, True)
+    later = record(plain, "sh", now_ms, False)
+
+    async def main():
+        store = open_store(postgresql_url)
+        writer = open_store(postgresql_url)
+        try:
+            async with trio.open_nursery() as nursery:
+                async def judge():
+                    await run_judge([profile], host, store, JudgeOptions(
+                        poll=0.1, settle=3.0, handle_signals=False, lookback=0.001))
+                nursery.start_soon(judge)
+                await trio.sleep(1.0)   # leading, following
+
+                def hold_then_commit(ready, go):
+                    with writer.connection() as conn, conn.transaction():
+                        writer._insert_records(conn, [_record_row(late), _record_row(late2)])
+                        trio.from_thread.run_sync(ready.set)
+                        trio.from_thread.run(go.wait)
+                ready, go = trio.Event(), trio.Event()
+                nursery.start_soon(lambda: trio.to_thread.run_sync(hold_then_commit, ready, go))
+                await ready.wait()
+                await trio.to_thread.run_sync(writer.write, [later], [])   # a higher id, committed first
+                await trio.sleep(0.5)
+                go.set()
+                await trio.sleep(1.5)
+                nursery.cancel_scope.cancel()
+        finally:
+            store.close()
+            writer.close()
+
+    trio.run(main)
+    kinds = [(e.kind, e.vantage) for e in stored_events(postgresql_url)]
+    assert kinds == [("suspected", "bj"), ("confirmed", "bj")]

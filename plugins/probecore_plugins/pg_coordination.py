@@ -13,8 +13,8 @@ judge's state and its feed of new records (``probe agent`` / ``probe judge``; th
 - **State**: ``judge_state`` (key → text).
 - **New records**: :meth:`records_after` reads ``records`` by id (the store's insertion
   sequence; index ``records_by_id``). Ids are taken at insert but become visible at commit, so a
-  reader may see a later id before an earlier one: the judge re-reads the last seconds of ids
-  and skips those it has seen (probecore._judge).
+  reader may see a later id before an earlier one: the judge also lists the ids of the last
+  seconds (:meth:`record_ids`) and reads those it has not seen (:meth:`records_by_id`).
 
 The tables come from the store's migration 2 (:data:`probecore_plugins.postgresql.MIGRATIONS`).
 """
@@ -119,14 +119,31 @@ class PostgreSQLCoordination:
         *prefixes* (``"<profile>/"``), in id order, at most *limit*."""
         if not prefixes:
             return []
-        ranges = " OR ".join("(check_id >= %s AND check_id < %s)" for _ in prefixes)
-        args: list[object] = [after_id]
-        for prefix in prefixes:
-            args += [prefix, prefix + "\U0010ffff"]
-        args.append(limit)
+        ranges, args = _prefix_ranges(prefixes)
         with self._store.connection() as conn:
             rows = conn.execute(f"SELECT id, body FROM records WHERE id > %s AND ({ranges}) ORDER BY id LIMIT %s",
-                                args).fetchall()
+                                [after_id, *args, limit]).fetchall()
+        return self._decode(rows)
+
+    def record_ids(self, after_id: int, upto_id: int, prefixes: list[str]) -> list[int]:
+        """Ids of the records in ``(after_id, upto_id]`` whose check starts with one of *prefixes*."""
+        if not prefixes or upto_id <= after_id:
+            return []
+        ranges, args = _prefix_ranges(prefixes)
+        with self._store.connection() as conn:
+            rows = conn.execute(f"SELECT id FROM records WHERE id > %s AND id <= %s AND ({ranges})",
+                                [after_id, upto_id, *args]).fetchall()
+        return [ident for (ident,) in rows]
+
+    def records_by_id(self, ids: list[int]) -> list[tuple[int, SLIRecord]]:
+        """``(id, record)`` of the records with these ids, in id order."""
+        if not ids:
+            return []
+        with self._store.connection() as conn:
+            rows = conn.execute("SELECT id, body FROM records WHERE id = ANY(%s) ORDER BY id", (ids,)).fetchall()
+        return self._decode(rows)
+
+    def _decode(self, rows: list[tuple[int, str]]) -> list[tuple[int, SLIRecord]]:
         try:
             return [(ident, decode_record(body)) for ident, body in rows]
         except ValueError as exc:  # msgspec errors are ValueErrors
@@ -134,3 +151,11 @@ class PostgreSQLCoordination:
 
     def close(self) -> None:
         self.resign()
+
+
+def _prefix_ranges(prefixes: list[str]) -> tuple[str, list[object]]:
+    """SQL matching ``check_id`` against *prefixes* as index ranges (in the "C" collation)."""
+    args: list[object] = []
+    for prefix in prefixes:
+        args += [prefix, prefix + "\U0010ffff"]
+    return " OR ".join("(check_id >= %s AND check_id < %s)" for _ in prefixes), args
