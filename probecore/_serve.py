@@ -32,6 +32,7 @@ from ._record import format_timestamp_ms, timestamp_ms
 from ._store import call_store
 
 MAX_REQUEST_BYTES = 16_384
+MAX_RESPONSE_CHARTS = 40
 DAY_MS = 86_400_000
 
 
@@ -96,7 +97,7 @@ class StatusPage:
         since_ms = now_ms - DAY_MS
         zone = profile.timezone
         checks = []
-        for index, check in enumerate(profile.checks):
+        for check in profile.checks:
             records = list(store.records(check=check.full_id, since=format_timestamp_ms(since_ms),
                                          until=format_timestamp_ms(now_ms + 1)))
             last = records[-1] if records else None
@@ -105,16 +106,19 @@ class StatusPage:
                                 round(float(check.interval) * 2000))
             unit = next((r.unit for r in reversed(records) if r.unit), None)
             checks.append({
-                "id": check.id, "probe": check.probe, "full_id": check.full_id,
+                "id": check.id, "probe": check.probe, "full_id": check.full_id, "values": values, "unit": unit,
                 "state": last.outcome if last else "no evidence",
                 "at": _local(last.started_at, zone) if last else None,
                 "value": None if last is None or last.value is None else _value(last.value, last.unit),
                 "failure": None if last is None or last.failure is None else
                 f"{last.failure.code} ({last.failure.attribution}): {last.failure.message}",
-                "records": len(records), "ok": sum(r.outcome == "ok" for r in records),
-                "chart": _response_chart(f"{profile.name}-r{index}", check.id, values, unit,
-                                         since_ms, now_ms, zone),
+                "records": len(records), "ok": sum(r.outcome == "ok" for r in records), "chart": None,
             })
+        # Charts for the checks that are not ok first, then the rest, up to MAX_RESPONSE_CHARTS
+        # (pygal's ~15 ms a chart would make a 1,000-check page take seconds to build).
+        for index, c in enumerate(sorted(checks, key=lambda c: c["state"] == "ok")[:MAX_RESPONSE_CHARTS]):
+            c["chart"] = _response_chart(f"{profile.name}-r{index}", c["id"], c["values"], c["unit"],
+                                         since_ms, now_ms, zone)
         incidents = [{"check": e.check.split("/", 1)[-1], "since": _local(e.incident_started_at, zone),
                       "confirmed": _local(e.at, zone), "failures": e.failures, "incident": e.incident_id,
                       "failure": f"{e.failure.code} ({e.failure.attribution})" if e.failure else ""}
@@ -127,7 +131,8 @@ class StatusPage:
         return {"profile": profile.name, "contract": profile.contract, "zone": str(zone),
                 "now": local.strftime("%Y-%m-%d %H:%M:%S"), "checks": checks, "incidents": incidents,
                 "report": model, "json": {
-                    "profile": profile.name, "checks": [{k: v for k, v in c.items() if k != "chart"} for c in checks],
+                    "profile": profile.name,
+                    "checks": [{k: v for k, v in c.items() if k not in ("chart", "values")} for c in checks],
                     "open_incidents": incidents, "month_to_date": msgspec.to_builtins(report)}}
 
     def _html(self, sections: list[dict[str, Any]]) -> str:
@@ -212,13 +217,17 @@ async def _answer(request: h11.Request, page: StatusPage) -> tuple[int, list[tup
     path = request.target.decode("ascii", "replace").split("?", 1)[0]
     if request.method not in (b"GET", b"HEAD"):
         return 405, [("Allow", "GET, HEAD"), ("Content-Type", "text/plain")], b"read-only: GET or HEAD\n"
-    if path in ("/", "/index.html"):
-        html, _ = await page.get()
-        return 200, [("Content-Type", "text/html; charset=utf-8")], html.encode()
+    if path not in ("/", "/index.html", "/status.json"):
+        return 404, [("Content-Type", "text/plain")], b"not found\n"
+    try:
+        html, data = await page.get()
+    except Exception as exc:  # a broken store must not take the server down: say so, try again later
+        line = f"probe serve: the status page could not be built: {exc.__class__.__name__}: {exc}".splitlines()[0]
+        print(line, file=sys.stderr, flush=True)
+        return 500, [("Content-Type", "text/plain; charset=utf-8")], (line + "\n").encode()
     if path == "/status.json":
-        _, data = await page.get()
         return 200, [("Content-Type", "application/json")], data
-    return 404, [("Content-Type", "text/plain")], b"not found\n"
+    return 200, [("Content-Type", "text/html; charset=utf-8")], html.encode()
 
 
 async def serve(page: StatusPage, listeners: list[trio.SocketListener]) -> None:

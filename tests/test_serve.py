@@ -163,3 +163,45 @@ def test_loopback_is_the_default_and_bad_addresses_are_one_line(tmp_path, capsys
     assert main(["serve", str(profile), "--listen", "localhost"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--listen" in err
+
+
+async def _ask(page, request: bytes) -> bytes:
+    import trio
+    import trio.testing
+
+    from probecore._serve import handle
+
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handle, server, page)
+        await client.send_all(request)
+        response = b""
+        while chunk := await client.receive_some(65536):
+            response += chunk
+    return response
+
+
+async def test_a_broken_store_is_a_500_line_and_the_server_goes_on(tmp_path, capsys):
+    from probecore._plugins import make_plugin_manager
+    from probecore._profile import load_profile
+    from probecore._serve import StatusPage, Watched
+
+    class BrokenStore:  # a unit seam: the store's disk fails under the page
+        blocking = False
+
+        def records(self, **_):
+            raise OSError("disk I/O error")
+
+    host = make_plugin_manager()
+    path = tmp_path / "ops.toml"
+    path.write_text(PROFILE, encoding="utf-8")
+    page = StatusPage([Watched(load_profile(path, host.probes, host.evaluators, host.notifiers), BrokenStore())],
+                      host.evaluators)
+    for _ in range(2):  # not cached: the next request tries again
+        response = await _ask(page, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 500 ") and b"OSError: disk I/O error" in response
+    assert capsys.readouterr().err.count("could not be built") == 2
+    head = await _ask(page, b"HEAD /nothing HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 ") and head.endswith(b"\r\n\r\n")  # HEAD: no body
+    garbage = await _ask(page, b"\x16\x03\x01 not http at all\r\n\r\n")
+    assert garbage == b"" or garbage.startswith(b"HTTP/1.1 400")
