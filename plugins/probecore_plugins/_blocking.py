@@ -72,33 +72,47 @@ class Budget:
 
 
 class BoundedFile:
-    """A client's ``makefile("rb")`` reader whose reads are charged to a :class:`Budget`."""
+    """A client's ``makefile("rb")`` reader whose reads are charged to a :class:`Budget`.
+
+    Once a reply went over the bound the reader stays broken: the rest of that reply is still
+    coming, so nothing read afterwards (a ``LOGOUT`` on the way out) could be trusted or
+    would be worth reading."""
 
     def __init__(self, raw: Any, budget: Budget, where: str):
         self._raw, self._budget, self._where = raw, budget, where
+        self._broken: str | None = None
 
     def readline(self, limit: int = -1) -> bytes:
-        budget = self._budget
-        if budget.exceeded:
-            raise ReplyTooLarge(budget.exceeded)
-        room = budget.room() + 1
-        line = self._raw.readline(room if limit is None or limit < 0 else min(limit, room))
-        if limit is not None and 0 <= limit <= len(line) and not line.endswith(b"\n"):
-            # The client asks for one byte over its own line limit and would refuse the line.
-            budget.overflow(self._where, f"a line over {limit - 1} bytes")
-        budget.charge(self._where, len(line), 1)
+        budget = self._check()
+        try:
+            room = budget.room() + 1
+            line = self._raw.readline(room if limit is None or limit < 0 else min(limit, room))
+            if limit is not None and 0 <= limit <= len(line) and not line.endswith(b"\n"):
+                # The client asks for one byte over its own line limit and would refuse the line.
+                budget.overflow(self._where, f"a line over {limit - 1} bytes")
+            budget.charge(self._where, len(line), 1)
+        except ReplyTooLarge as exc:
+            self._broken = str(exc)
+            raise
         return line
 
     def read(self, size: int = -1) -> bytes:
-        budget = self._budget
-        if budget.exceeded:
-            raise ReplyTooLarge(budget.exceeded)
-        if size is None or size < 0 or size > budget.room():
-            # An IMAP literal announces its size: refuse it before reading (or allocating) it.
-            budget.overflow(self._where, f"over {budget.max_bytes // 1024} KiB")
-        data = self._raw.read(size)
-        budget.charge(self._where, len(data))
+        budget = self._check()
+        try:
+            if size is None or size < 0 or size > budget.room():
+                # An IMAP literal announces its size: refuse it before reading (or allocating) it.
+                budget.overflow(self._where, f"over {budget.max_bytes // 1024} KiB")
+            data = self._raw.read(size)
+            budget.charge(self._where, len(data))
+        except ReplyTooLarge as exc:
+            self._broken = str(exc)
+            raise
         return data
+
+    def _check(self) -> Budget:
+        if self._broken:
+            raise ReplyTooLarge(self._broken)
+        return self._budget
 
     def close(self) -> None:
         self._raw.close()
