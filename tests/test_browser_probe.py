@@ -351,3 +351,41 @@ url = "{site.url}hang.html"
     assert scope.cancelled_caught
     assert seen, "the run's browser was not running"
     assert chromium_processes(private_tmp) == []
+
+
+HOLDER = """
+import trio
+from probecore_plugins.browser import BrowserConfig, BrowserProbe
+
+async def main():
+    kind = BrowserProbe()
+    async with kind.lifespan([BrowserConfig(url="http://127.0.0.1:9/")]):
+        print(kind.browser_pids()[0], flush=True)
+        await trio.sleep(60)
+
+trio.run(main)
+"""
+
+
+def test_a_killed_agent_takes_its_browser_with_it(tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) gives the agent no chance to clean up: the browser is started
+    with a parent-death signal (setpriv --pdeathsig), and its renderers follow it."""
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    agent = subprocess.Popen([sys.executable, "-c", HOLDER], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert agent.stdout is not None
+        browser_pid = int(agent.stdout.readline())
+        assert chromium_processes(tmp_path), "the browser did not start"
+        assert os.getpgid(browser_pid) == browser_pid  # its own process group
+    finally:
+        agent.kill()
+        agent.wait()
+        agent.stdout.close()
+    deadline = time.monotonic() + 10
+    while chromium_processes(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert chromium_processes(tmp_path) == []

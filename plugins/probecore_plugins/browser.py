@@ -49,7 +49,9 @@ which is disposed when the attempt ends, also when the scheduler's timeout cance
 in phase ``browser``. A browser that dies fails the attempts in flight at once with
 ``browser_crashed`` (never a hang) and is started again by the next attempt. At the end of the
 run its whole process group is killed and reaped (also when the run is cancelled), so no
-renderer or zygote outlives the run. Chromium runs with ``--no-sandbox`` when probecore runs as root
+renderer or zygote outlives the run; and it is started under ``setpriv --pdeathsig KILL``
+(util-linux) where that exists, so that an agent killed outright (SIGKILL, the OOM killer)
+takes its browser along. Chromium runs with ``--no-sandbox`` when probecore runs as root
 (Chromium's sandbox refuses root).
 
 Why CDP over trio-websocket and not Playwright: the scheduler is trio; Playwright's Python API is
@@ -591,6 +593,9 @@ class _Browser:
         if os.geteuid() == 0:
             argv.append("--no-sandbox")  # Chromium's sandbox refuses to run as root
         argv.append("about:blank")
+        setpriv = shutil.which("setpriv")
+        if setpriv is not None:  # killed with us even if we are killed (SIGKILL, OOM): no orphan
+            argv = [setpriv, "--pdeathsig", "KILL", *argv]
         try:
             # Its own process group (session), so that close() can kill renderers and zygotes too.
             self._process = await trio.lowlevel.open_process(
