@@ -331,9 +331,6 @@ def one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
 
-smtp_text = one_line
-
-
 def smtp_reply(code: int, text: Any) -> str:
     """``"550 text"``; smtplib's code -1 (the line was no reply at all) as such."""
     return "not an SMTP reply" if code == -1 else f"{code} {one_line(text)}".rstrip()

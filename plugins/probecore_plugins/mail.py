@@ -509,8 +509,9 @@ class _ImapReceiver(_Receiver):
         """Search the watched folder (selected), then each junk folder (left selected if hit)."""
         try:
             if not self.details.get("imap_idle"):
-                # Without IDLE, a NOOP lets the server sync the selected mailbox (dovecot shows
-                # new mail to a SEARCH only after a command that may report it: 4-5 s late).
+                # Without IDLE, a NOOP lets the server sync the selected mailbox first: dovecot
+                # answers a SEARCH from the view of the previous command, so a new message was
+                # seen one poll late (up to poll_max: 5 s by default).
                 assert self.client is not None
                 self.client.noop()
             num = self._search(token)
@@ -748,6 +749,7 @@ def _submit(config: MailConfig, pair: Pair, password: str, message: bytes, socke
         raise
     except (OSError, smtplib.SMTPException) as exc:
         raise lost(exc) from None
+
     def ehlo() -> None:
         # smtplib's ehlo() returns a refusal (or garbage, code -1) instead of raising; left
         # unchecked it would surface later as "no AUTH offered": the customer's fault.

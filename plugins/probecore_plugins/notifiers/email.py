@@ -62,7 +62,7 @@ from .._blocking import ReplyTooLarge, clip
 from .._blocking import SMTPClient as _SMTP
 from .._blocking import Sockets as _Sockets
 from .._blocking import Worker as _Worker
-from .._blocking import one_line as _smtp_text
+from .._blocking import one_line as _one_line
 from .._blocking import reason as _reason
 from .._blocking import smtp_reply as _smtp_reply
 from .._client import load_failure, tls_context
@@ -120,10 +120,6 @@ class EmailConfig(ChannelConfig, kw_only=True, forbid_unknown_fields=True, froze
 def message_id(notice_id: str) -> str:
     """The ``Message-ID`` of every mail of the notice *notice_id* (the same on every resend)."""
     return f"<{hashlib.sha256(notice_id.encode('utf-8')).hexdigest()[:32]}@probecore>"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def render_html(notice: Notice) -> str:
@@ -270,7 +266,7 @@ def _reply_error(what: str, code: int, text: Any) -> DeliveryError:
 
 
 def _refused(where: str, recipients: dict[str, tuple[int, Any]], *, everyone: bool) -> DeliveryError:
-    parts = [f"{address} {code} {_smtp_text(text)}".rstrip() for address, (code, text) in recipients.items()]
+    parts = [f"{address} {code} {_one_line(text)}".rstrip() for address, (code, text) in recipients.items()]
     retry = any(400 <= code < 500 for code, _ in recipients.values())
     tail = "" if everyone else " (the other recipients accepted it)"
     return DeliveryError(f"{where}: recipient refused: {'; '.join(parts)}{tail}", retry=retry)
