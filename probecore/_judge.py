@@ -49,12 +49,12 @@ from ._record import SLIRecord, format_timestamp_ms, timestamp_ms
 from ._runner import _stop_on_signal
 from ._store import Store
 
-STATE_LOW = "judge.records_low"
+STATE_LOW = "judge.{name}.records_low"
 """State key: every record id at or below it has been judged (the followers' resume point)."""
 PAGE = 5000
 MAX_PAGES = 20
 """At most PAGE × MAX_PAGES new records per poll (the rest at the next)."""
-STATE_UNTIL = "judge.judged_until_ms"
+STATE_UNTIL = "judge.{name}.judged_until_ms"
 """State key: records that started before it have been judged (widens a takeover's replay)."""
 
 
@@ -250,8 +250,8 @@ class Judge:
         now = self.now_ms()
 
         def load() -> tuple[int, int, list[SLIRecord], dict[tuple[str, str], IncidentEvent]]:
-            low_text = coordination.get_state(STATE_LOW)
-            until_text = coordination.get_state(STATE_UNTIL)
+            low_text = coordination.get_state(STATE_LOW.format(name=self.options.name))
+            until_text = coordination.get_state(STATE_UNTIL.format(name=self.options.name))
             low = int(low_text) if low_text else coordination.last_record_id()
             last: dict[tuple[str, str], IncidentEvent] = {}
             for prefix in self.prefixes:
@@ -338,8 +338,10 @@ class Judge:
         self.stats.last_poll_ms = now
         if await self._write(term):
             try:
-                await self._call(self.coordination.set_state, STATE_LOW, str(term.low))
-                await self._call(self.coordination.set_state, STATE_UNTIL, str(self._judged_until(term, now)))
+                await self._call(self.coordination.set_state, STATE_LOW.format(name=self.options.name),
+                                 str(term.low))
+                await self._call(self.coordination.set_state, STATE_UNTIL.format(name=self.options.name),
+                                 str(self._judged_until(term, now)))
             except Exception as exc:
                 self._warn(f"judge {self.options.judge_id}: could not save its position: {exc}")
 

@@ -134,7 +134,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_attempts_by_delivery ON outbox_attempts (delivery_id, at_ms, seq);
     COMMENT ON COLUMN records.gap_ms IS 'started_ms minus the previous start of the stream; {FIRST_GAP} for its first'
     """,
-    # v2: probe agent / probe judge (probecore_plugins.pg_coordination): agents' membership,
+    # v2: probe agent / probe judge (probecore_plugins._pg_coordination): agents' membership,
     # the judge's state, and records by insertion id for the judge to follow.
     """
     CREATE TABLE agents (
@@ -629,8 +629,8 @@ class PostgreSQLStore:
 
     def coordination(self) -> Any:
         """Membership, leader lock and state for ``probe agent`` / ``probe judge``
-        (:class:`probecore_plugins.pg_coordination.PostgreSQLCoordination`)."""
-        from .pg_coordination import PostgreSQLCoordination
+        (:class:`probecore_plugins._pg_coordination.PostgreSQLCoordination`)."""
+        from ._pg_coordination import PostgreSQLCoordination
 
         return PostgreSQLCoordination(self, self._conninfo_text)
 
