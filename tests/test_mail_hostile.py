@@ -547,7 +547,10 @@ EMAIL_CASES: dict[str, tuple[Hostile, Callable[[str], bool]]] = {
                          lambda e: "reply too large" in e),
     "silence": (Hostile("silence"), lambda e: e.startswith("timed out after")),
     "garbage": (Hostile("garbage", greeting=b"220 hostile ESMTP\r\n", await_command=True),
-                lambda e: "EHLO: not an SMTP reply" in e or "reply too large" in e),
+                # Random bytes: mostly "not an SMTP reply"; a short first line reads as an empty
+                # reply ("connection lost"), a long one as "reply too large". Never a timeout.
+                lambda e: e.startswith("SMTP 127.0.0.1 port ") and any(
+                    what in e for what in ("EHLO: ", "connection lost", "reply too large"))),
     "early-close": (Hostile("early_close", greeting=b"220 hostile ESMTP\r\n", await_command=True),
                     lambda e: "connection lost" in e),
 }
