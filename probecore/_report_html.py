@@ -28,12 +28,12 @@ import msgspec
 from ._charts import COLOURS, FONT, budget_chart, timeline_chart
 from ._errors import UsageError
 from ._record import timestamp_ms
-from ._report import decisive, human_duration, share_text
+from ._report import budget_text, decisive, human_duration, share_text
 
 DEFAULT_MAX_CHARTS = 40
 """Objectives drawn with charts in one report; the rest are in the tables only. Charts go first
 to the objectives that most need a look (missed, unknown, most budget burned): a 1,000-check
-report stays a file a browser opens, and renders in about a second."""
+report stays a file a browser opens (4.5 MiB), rendered in about 2 s (benchmarks/report_html.py)."""
 
 
 @dataclass
@@ -123,8 +123,7 @@ def objective_model(o: dict[str, Any], extra: ObjectiveExtras, exclusions: list[
     model = {
         "o": o, "anchor": "objective-" + re.sub(r"[^A-Za-z0-9_-]", "-", o["id"]),
         "text": o.get("description") or o.get("text") or extra.description,
-        **dict(zip(("measured", "target"), decisive_texts(o), strict=True)),
-        "verdict": verdict_word(o.get("met")), "budget": budget_text(o),
+        **_texts(o), "verdict": verdict_word(o.get("met")),
         "coverage": None if o.get("coverage") is None else share_text(o["coverage"]),
         "denominator": None if o.get("denominator_s") is None else
         f"{duration_text(o['denominator_s'])} ({o.get('denominator') or 'period'})",
@@ -292,16 +291,6 @@ def verdict_word(met: bool | None) -> str:
     return {True: "met", False: "missed", None: "unknown"}[met]
 
 
-def value_text(value: float | None, unit: str) -> str:
-    if value is None:
-        return "–"
-    if unit == "ratio":
-        return f"{value * 100:.4g} %"
-    if unit == "s":
-        return duration_text(value)
-    return f"{value:g} {unit}".strip()
-
-
 def duration_text(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.4g} ms" if seconds else "0 s"
@@ -310,28 +299,17 @@ def duration_text(seconds: float) -> str:
     return human_duration(seconds)
 
 
-def decisive_texts(o: dict[str, Any]) -> tuple[str, str]:
-    """Measured and target as the table shows them (:func:`probecore._report.decisive`: enough
-    digits that they never contradict the verdict); plain formatting for a dict that is not a
-    whole objective report."""
+def _texts(o: dict[str, Any]) -> dict[str, str]:
+    """Measured, target and budget as the table shows them (:mod:`probecore._report`: digits
+    that never contradict the verdict); dashes for a dict that is not a whole objective report."""
     from ._evaluation import ObjectiveReport
 
     try:
-        return decisive(msgspec.convert(o, ObjectiveReport))
+        struct = msgspec.convert(o, ObjectiveReport)
     except (msgspec.ValidationError, TypeError):
-        unit = o.get("unit") or ""
-        return value_text(o.get("measured"), unit), value_text(o.get("target"), unit)
-
-
-def budget_text(o: dict[str, Any]) -> str:
-    used = o.get("budget_used")
-    if used is None:
-        return "–"
-    text = f"{used:.0%} used"
-    left = o.get("budget_left")
-    if left is not None and o.get("unit") in ("ratio", "s"):
-        text += f", {duration_text(max(left, 0.0))} left"
-    return text
+        return {"measured": "–", "target": "–", "budget": "–"}
+    measured, target = decisive(struct)
+    return {"measured": measured, "target": target, "budget": budget_text(struct)}
 
 
 def money(amount: float | None, currency: str | None) -> str:
