@@ -44,9 +44,10 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.servers.mail"]
 
-TIMEOUT = 2.0          # the check's timeout
-INNER_TIMEOUT = 1.0    # dns server_timeout, power source_timeout
-SLACK = 2.0            # a record must come within TIMEOUT + SLACK
+TIMEOUT = 1.5          # the check's timeout
+SMTP_TIMEOUT = 2.0     # SMTP rows log in to a real IMAP mailbox first
+INNER_TIMEOUT = 0.75   # dns server_timeout, power source_timeout
+SLACK = 2.0            # a record must come within its timeout + SLACK
 MEMORY_BOUND = 32 * 1024 * 1024  # peak RSS growth allowed for one row (an unbounded reader
                                  # of a hostile server gets ~16 MiB/s, stored several times over)
 PASSWORD_ENV = "PROBECORE_TEST_HOSTILE_PASSWORD"
@@ -78,6 +79,10 @@ class Row:
     @property
     def id(self) -> str:
         return f"{self.protocol}-{self.name}"
+
+    @property
+    def timeout(self) -> float:
+        return SMTP_TIMEOUT if self.protocol.startswith("smtp") else TIMEOUT
 
 
 def _row(protocol: str, name: str, hostile: Hostile, *codes: str, plain: bool = False) -> Row:
@@ -182,6 +187,14 @@ ROWS: list[Row] = [
                 garbage={"protocol"}, closed={"protocol"}),
     *_line_rows("tcp", greeting=b"", multiline=b"NOT-IT\r\n", prefix=b"", silence=GIVE_UP,
                 garbage={"banner_mismatch"}, closed={"closed"}),
+    # mail over TLS: a handshake that never completes (implicit TLS, and SMTP after STARTTLS)
+    *[_row(p, "tls_stall", Hostile("tls_stall"), "timeout", f"{p[:4]}_connect") for p in ("imaps", "pop3s", "smtps")],
+    _row("smtp_starttls", "tls_stall", Hostile("tls_stall", greeting=b"220 hostile ESMTP\r\n", script=(
+        b"250-hostile\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n", b"220 go ahead\r\n")), "timeout", "smtp_connect"),
+    _row("imap", "early_close_after_command", Hostile("early_close", greeting=b"* OK hostile IMAP\r\n",
+                                                      await_command=True), "imap_connect"),
+    _row("ftp", "early_close_after_command", Hostile("early_close", greeting=b"220 hostile FTP\r\n",
+                                                     await_command=True), "closed"),
     _row("nut_starttls", "tls_stall", Hostile("tls_stall", script=(b"OK STARTTLS\n",)), "unreachable"),
     _row("snmp", "silence", Hostile("silence", transport="udp"), "unreachable"),
     _row("snmp", "garbage", Hostile("garbage", transport="udp", size=1400), "unreachable", "protocol"),
@@ -260,7 +273,7 @@ def check_table(row: Row, port: int, ca_file: str, mail: MailServer | None = Non
     """The ``[[check]]`` table that points *row*'s probe at the hostile server on *port*."""
     p = row.protocol
     where = f"127.0.0.1:{port}"
-    head = f'[[check]]\nid = "{row.id}"\n'
+    head = f'[[check]]\nid = "{row.id}"\ntimeout = "{row.timeout:g}s"\n'
     if p == "web_dns":
         return head + f'probe = "web"\nurl = "http://www.probe.test/"\nnameservers = ["{where}"]\n'
     if p in ("http", "https"):
@@ -289,17 +302,20 @@ def check_table(row: Row, port: int, ca_file: str, mail: MailServer | None = Non
                        f'sources = [{{ url = "{url}", role = "ups", name = "src"{extra} }}]\n')
     # mail: the hostile side is the one tested; SMTP needs a real receiving mailbox first.
     password = f'{{ env = "{PASSWORD_ENV}" }}'
-    if p == "smtp":
+    tls = {"smtps": "implicit", "smtp_starttls": "starttls"}.get(p, "none")
+    receive_tls = "implicit" if p in ("imaps", "pop3s") else "none"
+    if p.startswith("smtp"):
         assert mail is not None
         receive = f'receive_port = {mail.imap_port}\nreceive_host = "{mail.host}"\n'
         smtp = f"smtp_port = {port}\n"
         password = '{ env = "PROBECORE_TEST_MAIL_PASSWORD" }'
         sender, recipient = mail.address("alice"), mail.address("bob")
     else:
-        receive = f"receive = \"{p}\"\nreceive_port = {port}\n"
+        receive = f"receive = \"{p[:4]}\"\nreceive_port = {port}\n"
         smtp = "smtp_port = 9\n"  # never reached: the receiving side fails first
         sender, recipient = "alice@probe.test", "bob@probe.test"
-    return head + ('probe = "mail"\nsmtp_host = "127.0.0.1"\nsmtp_tls = "none"\nreceive_tls = "none"\n'
+    return head + (f'probe = "mail"\nsmtp_host = "127.0.0.1"\nsmtp_tls = "{tls}"\nreceive_tls = "{receive_tls}"\n'
+                   f'ca_file = "{ca_file}"\n'
                    f'{smtp}{receive}sender = "{sender}"\nrecipient = "{recipient}"\n'
                    f"sender_password = {password}\nrecipient_password = {password}\n"
                    'deliver_within = "10s"\n')
@@ -356,7 +372,7 @@ async def judge_row(row: Row, tmp_path: Path, nursery: trio.Nursery, tls: tuple[
     verdict = records[0]  # a member's record (power) comes before its round's
     shown = f"{row.id}: {verdict.outcome} {verdict.failure}"
     assert server.connections >= 1, f"{row.id}: the probe never reached the hostile server"
-    assert took < TIMEOUT + SLACK, f"{shown}: took {took:.1f}s (timeout {TIMEOUT:g}s)"
+    assert took < row.timeout + SLACK, f"{shown}: took {took:.1f}s (timeout {row.timeout:g}s)"
     assert grown < MEMORY_BOUND, f"{shown}: peak RSS grew by {grown / 2**20:.1f} MiB"
     for record in records:
         assert record.outcome in ("fail", "error"), f"{row.id}: {record}"
@@ -369,7 +385,7 @@ async def judge_row(row: Row, tmp_path: Path, nursery: trio.Nursery, tls: tuple[
     return verdict, server
 
 
-@pytest.mark.parametrize("row", [r for r in ROWS if r.protocol != "smtp"], ids=lambda r: r.id)
+@pytest.mark.parametrize("row", [r for r in ROWS if not r.protocol.startswith("smtp")], ids=lambda r: r.id)
 async def test_hostile_server(row: Row, tmp_path: Path, nursery: trio.Nursery,
                               tls_identity: tuple[ssl.SSLContext, str]) -> None:
     verdict, _ = await judge_row(row, tmp_path, nursery, tls_identity)
@@ -378,16 +394,17 @@ async def test_hostile_server(row: Row, tmp_path: Path, nursery: trio.Nursery,
     elif row.protocol in POWER:
         # Telemetry that cannot be read is no evidence about the power: an error, the probe's.
         assert verdict.outcome == "error", verdict
-    elif row.protocol not in ("ftp", "ftps", "ftps_explicit", "imap", "pop3"):
+    else:  # the service misbehaved: the provider's failure
         assert verdict.outcome == "fail", verdict
 
 
-@pytest.mark.parametrize("row", [r for r in ROWS if r.protocol == "smtp"], ids=lambda r: r.id)
+@pytest.mark.parametrize("row", [r for r in ROWS if r.protocol.startswith("smtp")], ids=lambda r: r.id)
 async def test_hostile_smtp_server(row: Row, tmp_path: Path, nursery: trio.Nursery,
                                    tls_identity: tuple[ssl.SSLContext, str], mail_server: MailServer,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROBECORE_TEST_MAIL_PASSWORD", mail_server.password)
-    await judge_row(row, tmp_path, nursery, tls_identity, mail_server)
+    verdict, _ = await judge_row(row, tmp_path, nursery, tls_identity, mail_server)
+    assert verdict.outcome == "fail", verdict
 
 
 # ---- the hostile server itself -------------------------------------------------------------------------
