@@ -183,14 +183,16 @@ async def handle(stream: trio.abc.Stream, page: StatusPage) -> None:
     """Answer one request on *stream* (then close it): GET/HEAD only, nothing writes."""
     connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
     try:
-        with trio.move_on_after(10):
+        request = None
+        with trio.move_on_after(10):  # a client that never finishes its request is dropped
             request = await _next_request(stream, connection)
-            if request is None:
-                return
-            status, headers, body = await _answer(request, page)
-            headers = [*headers, ("Content-Length", str(len(body))), ("Connection", "close"),
-                       ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
-                       ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:")]
+        if request is None:
+            return
+        status, headers, body = await _answer(request, page)  # a build takes what it takes
+        headers = [*headers, ("Content-Length", str(len(body))), ("Connection", "close"),
+                   ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+                   ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:")]
+        with trio.move_on_after(60):  # nor one that never reads the answer
             await stream.send_all(connection.send(h11.Response(status_code=status, headers=headers)))
             if request.method != b"HEAD":
                 await stream.send_all(connection.send(h11.Data(data=body)))
