@@ -31,8 +31,8 @@ PostgreSQL: a cluster the benchmark starts itself from Debian's package (tests/s
 durable settings: fsync and synchronous commit on) in a temp dir or ``--pg-dir``, or an existing
 server given by ``--url`` (a database the benchmark may fill; its password is never printed).
 
-Scheduler-side figures (lateness of N agents sharing the store) are not measured here: the agents'
-benchmark adds them (``--agents`` is reserved for it and refused for now).
+Scheduler-side figures (lateness, double probes and takeover of N agents sharing the store):
+``--agents N`` runs benchmarks/agents.py with N agents instead (with ``--short`` and ``--json``).
 
 Exit status: 0 every threshold met, 1 a threshold failed (``--max-report-seconds``, default 10, or
 a report disagreeing with the truth), 2 bad usage or a crash.
@@ -418,12 +418,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "default: a cluster of our own in a temp dir")
     parser.add_argument("--pg-dir", default=None, metavar="DIR",
                         help="keep our own cluster in DIR, so that generated report data is reused")
-    parser.add_argument("--agents", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--agents", type=int, default=None, metavar="N",
+                        help="instead: N probe agent processes sharing checks (benchmarks/agents.py)")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON line on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
-    if args.agents is not None:
-        parser.error("--agents: scheduler lateness over N agents is not measured here yet")
     if args.write_checks is None:
         args.write_checks = 10_000 if args.short else 100_000
     if args.report_checks is None:
@@ -440,6 +439,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.agents is not None:  # the agents' figures: benchmarks/agents.py
+        import agents
+        return agents.main(["--agents", str(args.agents), *(["--short"] if args.short else []),
+                            *(["--json"] if args.json else [])])
     sys.path.insert(0, str(ROOT / "plugins"))
     try:
         figures = run(args)
