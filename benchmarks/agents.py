@@ -14,7 +14,8 @@ Figures (one JSON line with ``--json``):
 - ``slots``, ``slots_missing``, ``slots_missing_allowed``: the slots of every check in the
   steady window (from one interval after all agents were up to one before the end), how many
   have no attempt, and how many the design allows (``lost_slots_limit`` per check of the killed
-  agent); ``attempt_ratio`` = attempts ÷ (slots − allowed);
+  agent), ``slots_missing_excess`` the missing beyond that; ``attempt_ratio`` = attempts ÷
+  (slots − allowed);
 - ``double_probes``: slots of a check attempted twice (must be 0: one owner per slot);
 - ``lateness_p50_ms`` / ``p99`` / ``max``: slot → start, over every attempt of every agent;
 - ``owned_min`` / ``owned_max``: checks per agent before the kill (rendezvous spread);
@@ -205,6 +206,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "schema": SCHEMA, "agents": args.agents, "checks": args.checks, "interval_s": args.interval,
         "seconds": round(end - begin, 1), "lease_s": args.lease, "records": len(records),
         "slots": expected, "slots_missing": missing, "slots_missing_allowed": allowed,
+        "slots_missing_excess": max(0, missing - allowed),
         "attempt_ratio": round(len(window) / (expected - allowed), 4) if expected > allowed else None,
         "double_probes": sum(1 for n in slots.values() if n > 1),
         "lateness_p50_ms": round(statistics.median(lateness), 2) if lateness else None,
