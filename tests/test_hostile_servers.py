@@ -48,6 +48,7 @@ TIMEOUT = 1.5          # the check's timeout
 SMTP_TIMEOUT = 2.0     # SMTP rows log in to a real IMAP mailbox first
 INNER_TIMEOUT = 1.0    # dns server_timeout, power source_timeout
 SLACK = 2.0            # a record must come within its timeout + SLACK
+HANG_UP = 1.0          # the probe's connections must be closed this soon after its record
 MEMORY_BOUND = 32 * 1024 * 1024  # peak RSS growth allowed for one row (an unbounded reader
                                  # of a hostile server gets ~16 MiB/s, stored several times over)
 PASSWORD_ENV = "PROBECORE_TEST_HOSTILE_PASSWORD"
@@ -379,6 +380,10 @@ async def judge_row(row: Row, tmp_path: Path, nursery: trio.Nursery, tls: tuple[
     verdict = records[0]  # a member's record (power) comes before its round's
     shown = f"{row.id}: {verdict.outcome} {verdict.failure}"
     assert server.connections >= 1, f"{row.id}: the probe never reached the hostile server"
+    with trio.move_on_after(HANG_UP):  # the server sees the close (EOF, or a failed write) at once
+        while server.active:
+            await trio.sleep(0.01)
+    assert server.active == 0, f"{shown}: {server.active} connection(s) still open after the record"
     assert took < row.timeout + SLACK, f"{shown}: took {took:.1f}s (timeout {row.timeout:g}s)"
     assert grown < MEMORY_BOUND, f"{shown}: peak RSS grew by {grown / 2**20:.1f} MiB"
     for record in records:
@@ -449,7 +454,16 @@ def test_hostile_server_behaviours_from_a_thread() -> None:
     assert head == b"220 bye\r\n" and total == 9
     with hostile_in_thread(Hostile("silence")) as server:
         head, total = _read_for(server.port, b"hello", 0.2)
-    assert total == 0 and server.connections == 1
+        held = socket.create_connection(("127.0.0.1", server.port))
+        deadline = time.monotonic() + 5
+        while server.active != 1 and time.monotonic() < deadline:  # the first one has left
+            time.sleep(0.01)
+        assert server.active == 1  # the one still held
+        held.close()
+        while server.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.active == 0
+    assert total == 0 and server.connections == 2
     with pytest.raises(ValueError, match="unknown behaviour 'flood'"):
         Hostile("flood")
 

@@ -55,8 +55,10 @@ From another process: ``python -m tests.servers.hostile BEHAVIOUR [--udp] [--gre
 [--script REPLY]... [--await-command] [--lead TEXT] [--line TEXT] [--count N]`` starts N
 servers and prints their ports, one a line, then serves until killed (SIGINT or SIGTERM).
 
-:class:`HostileServer` counts ``connections`` (TCP accepts or UDP requests) and ``bytes_sent``:
-tests use them to see that the probe really reached the misbehaviour and stopped reading.
+:class:`HostileServer` counts ``connections`` (TCP accepts or UDP requests), ``active`` (TCP
+connections still open: after a probe has given up it should be 0 — nothing leaked) and
+``bytes_sent``: tests use them to see that the probe really reached the misbehaviour, stopped
+reading and hung up.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ class HostileServer:
     host: str = HOST
     port: int = 0
     connections: int = 0
+    active: int = 0  # TCP connections still open (the client has not left, or the server not closed)
     bytes_sent: int = 0
     # What it read: client lines (script, command), then while silent the raw chunks; UDP: datagrams.
     received: list[bytes] = field(default_factory=list)
@@ -192,6 +195,7 @@ async def _serve(server: HostileServer, *, task_status=trio.TASK_STATUS_IGNORED)
 
 async def _connection(server: HostileServer, stream: trio.abc.Stream) -> None:
     server.connections += 1
+    server.active += 1
     hostile = server.hostile
     try:
         async with stream:
@@ -201,6 +205,8 @@ async def _connection(server: HostileServer, stream: trio.abc.Stream) -> None:
             await _misbehave(server, stream)
     except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
         pass  # the client left (or broke the TLS): that is its right
+    finally:
+        server.active -= 1
 
 
 async def _misbehave(server: HostileServer, stream: trio.abc.Stream) -> None:
