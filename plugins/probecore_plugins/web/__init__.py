@@ -42,12 +42,10 @@ With redirects followed, phases and ``processing`` add up over the hops.
 gets at most 5 s and ends 0.2 s before the check's timeout, so a name server that never answers
 is this code, not the scheduler's ``timeout``),
 ``connect_refused``, ``connect_timeout``, ``connect_failed`` (provider; unknown when this host
-has no route), ``tls``, ``closed``, ``bad_response``, ``reply_too_large`` (the status line and
-headers exceed 64 KiB: a server that never ends its head; or more than 32 ``1xx``
-responses), ``http_status``, ``too_large`` (the
-body exceeds ``max_body_bytes``),
-``header_mismatch``, ``body_mismatch``, ``cert_expiring``, ``too_many_redirects``,
-``too_slow`` (provider); the scheduler's ``timeout`` names the phase it cut short;
+has no route), ``tls``, ``closed``, ``bad_response``, ``reply_too_large`` (a status line and
+headers over 64 KiB, or more than 32 ``1xx`` responses: a server that never ends its head),
+``http_status``, ``too_large`` (the body exceeds ``max_body_bytes``), ``header_mismatch``,
+``body_mismatch``, ``cert_expiring``, ``too_many_redirects``, ``too_slow`` (provider); the scheduler's ``timeout`` names the phase it cut short;
 ``dns_config`` / ``tls_config`` are ``error`` records (this host cannot judge).
 """
 
