@@ -35,6 +35,7 @@ from probecore._cli_notify import attempt
 from probecore._runner import RunOptions, run_profile
 from probecore.testing import MemoryStore, make_host, write_profile
 from tests.servers.hostile import Hostile, start_hostile
+from tests.test_mail_probe import established_to
 
 if TYPE_CHECKING:
     from tests.servers.mail import MailServer
@@ -333,13 +334,13 @@ async def test_a_refused_password_is_tried_once_per_attempt(tmp_path: Path, nurs
     assert [line.split()[:2] for line in room.auth_lines()] == [expected.split()]
 
 
-def email_config(room: Mailroom, port: int | None = None):
+def email_config(room: Mailroom, port: int | None = None, security: str = "none"):
     import msgspec
 
     from probecore import Secret
 
     table = {"id": "mail", "kind": "email", "host": "127.0.0.1", "port": port or room.ports["smtp"],
-             "security": "none", "username": USER, "password": {"env": PASSWORD_ENV},
+             "security": security, "verify": False, "username": USER, "password": {"env": PASSWORD_ENV},
              "sender": USER, "to": ["ops@script.test"]}
 
     def dec_hook(tp: type, obj: object) -> object:
@@ -534,6 +535,26 @@ async def test_an_endless_reply_is_reply_too_large_at_once_with_bounded_memory(
           f"{heartbeat.worst * 1000:.0f} ms")
 
 
+@pytest.mark.parametrize("receive", ["imap", "pop3"])
+async def test_a_stalled_tls_handshake_is_aborted_at_the_timeout(tmp_path: Path, nursery: trio.Nursery,
+                                                                 receive: str) -> None:
+    """``wrap_socket`` detaches the plain socket the probe registered: a handshake that never
+    completes could not be aborted, its thread stayed blocked until the 60 s I/O timeout and
+    the attempt waited the 2 s close grace on top of its timeout."""
+    server = await start_hostile(nursery, Hostile("tls_stall"))
+    room = Mailroom()
+    room.ports = {"smtp": 9, receive: server.port}
+    checks = mail_check("mail", room, receive=receive).replace('receive_tls = "none"',
+                                                               'receive_tls = "implicit"\nverify = false')
+    started = time.monotonic()
+    (record,) = await run_once(tmp_path, checks)
+    elapsed = time.monotonic() - started
+    assert record.failure is not None and record.failure.code == "timeout", record
+    assert server.connections == 1 and server.received, "the probe never started the handshake"
+    assert established_to({server.port}) == [], "the stalled connection is still open"
+    assert elapsed < TIMEOUT + SLACK, f"took {elapsed:.1f}s"
+
+
 # ---- bounded replies: the email channel ---------------------------------------------------------
 
 EMAIL_CASES: dict[str, tuple[Hostile, Callable[[str], bool]]] = {
@@ -553,7 +574,13 @@ EMAIL_CASES: dict[str, tuple[Hostile, Callable[[str], bool]]] = {
                     what in e for what in ("EHLO: ", "connection lost", "reply too large"))),
     "early-close": (Hostile("early_close", greeting=b"220 hostile ESMTP\r\n", await_command=True),
                     lambda e: "connection lost" in e),
+    # A TLS handshake that never completes: implicit TLS, and after STARTTLS.
+    "tls-stall": (Hostile("tls_stall"), lambda e: e.startswith("timed out after")),
+    "starttls-stall": (Hostile("tls_stall", greeting=b"220 hostile ESMTP\r\n", script=(
+        b"250-hostile\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n", b"220 go ahead\r\n")),
+        lambda e: e.startswith("timed out after")),
 }
+SECURITY = {"tls-stall": "tls", "starttls-stall": "starttls"}
 
 
 @pytest.mark.parametrize("case", list(EMAIL_CASES))
@@ -564,7 +591,8 @@ async def test_a_hostile_smtp_server_is_a_clean_email_failure_in_time_and_bounde
     server = await start_hostile(nursery, hostile)
     before = reset_peak()
     started = time.monotonic()
-    error = await attempt(EmailNotifier(), email_config(Mailroom(), port=server.port), test_notice(), TIMEOUT)
+    cfg = email_config(Mailroom(), port=server.port, security=SECURITY.get(case, "none"))
+    error = await attempt(EmailNotifier(), cfg, test_notice(), TIMEOUT)
     elapsed = time.monotonic() - started
     growth = peak() - before
     assert error is not None and expected(error), error
@@ -572,4 +600,7 @@ async def test_a_hostile_smtp_server_is_a_clean_email_failure_in_time_and_bounde
     assert elapsed < TIMEOUT + SLACK
     assert growth < MEMORY_BOUND, f"peak RSS grew {growth / 2**20:.1f} MiB"
     assert server.connections == 1
+    # Nothing left behind: no socket of this process still connected to the server (a stalled
+    # handshake's socket used to stay open, its thread blocked, until the 60 s I/O timeout).
+    assert established_to({server.port}) == []
 

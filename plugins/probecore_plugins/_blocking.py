@@ -174,10 +174,23 @@ class Sockets:
                 sock.close()
                 continue
             if context is not None:
-                sock = context.wrap_socket(sock, server_hostname=host)
-                self.register(sock)
+                sock = self.wrap(sock, context, host)
             return sock
         raise error or OSError(f"cannot resolve {host}")
+
+    def wrap(self, sock: socket.socket, context: ssl.SSLContext, host: str | None) -> ssl.SSLSocket:
+        """TLS over *sock*, registered before the handshake. ``wrap_socket`` detaches the plain
+        socket (its registration then reaches nothing), so a handshake that stalls could not be
+        aborted if the TLS socket were registered only once the handshake is done."""
+        tls = context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+        self.register(tls)
+        tls.do_handshake()
+        return tls
+
+    def starttls(self, context: ssl.SSLContext | None) -> Any:
+        """What to pass the clients' ``starttls``/``stls`` as their context: *context*, whose
+        ``wrap_socket`` goes through :meth:`wrap` (the clients call nothing else on it)."""
+        return None if context is None else _RegisteringContext(self, context)
 
     def abort(self) -> None:
         """From any thread: wake every blocked call on these sockets (they then fail)."""
@@ -198,6 +211,17 @@ class Sockets:
                     os.close(sock.detach())
             except OSError:
                 pass
+
+
+class _RegisteringContext:
+    def __init__(self, sockets: Sockets, context: ssl.SSLContext):
+        self._sockets, self._context = sockets, context
+
+    def wrap_socket(self, sock: socket.socket, server_hostname: str | None = None, **_: Any) -> ssl.SSLSocket:
+        return self._sockets.wrap(sock, self._context, server_hostname)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 def shutdown(sock: socket.socket) -> None:

@@ -443,8 +443,7 @@ class _ImapReceiver(_Receiver):
         try:
             self.client = _IMAP(sockets, implicit, self.host, self.port)
             if self.config.receive_tls == "starttls":
-                self.client.starttls(ssl_context=self.context)
-                sockets.register(self.client.sock)
+                self.client.starttls(ssl_context=sockets.starttls(self.context))
         except (OSError, imaplib.IMAP4.error, EOFError) as exc:
             raise self._connect_failed(exc) from None
         try:
@@ -618,8 +617,7 @@ class _Pop3Receiver(_Receiver):
         try:
             client = _POP3(sockets, implicit, self.host, self.port)
             if self.config.receive_tls == "starttls":
-                client.stls(context=self.context)
-                sockets.register(client.sock)
+                client.stls(context=sockets.starttls(self.context))
         except (OSError, poplib.error_proto, EOFError) as exc:
             raise self._connect_failed(exc) from None
         try:
@@ -763,8 +761,7 @@ def _submit(config: MailConfig, pair: Pair, password: str, message: bytes, socke
             if not client.has_extn("starttls"):
                 raise Failed("smtp_connect", f"{where}: STARTTLS not offered",
                              "provider" if config.verify else "unknown")
-            client.starttls(context=context)
-            sockets.register(client.sock)
+            client.starttls(context=sockets.starttls(context))
             ehlo()
         if config.smtp_tls != "none" and client.sock is not None and hasattr(client.sock, "version"):
             details["smtp_tls_version"] = client.sock.version()

@@ -206,9 +206,7 @@ def _submit(config: EmailConfig, password: str | None, message: bytes, sockets: 
             if not client.has_extn("starttls"):
                 raise DeliveryError(f"{where}: STARTTLS not offered (security = \"starttls\")",
                                     retry=False)
-            client.starttls(context=context)
-            if client.sock is not None:
-                sockets.register(client.sock)  # the TLS wrapper: abort must reach it too
+            client.starttls(context=sockets.starttls(context))  # abort reaches a stalled handshake
             _ehlo(client, where)
         if password is not None:
             login = config.username or config.envelope_sender
