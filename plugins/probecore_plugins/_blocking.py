@@ -87,7 +87,7 @@ class BoundedFile:
         try:
             room = budget.room() + 1
             line = self._raw.readline(room if limit is None or limit < 0 else min(limit, room))
-            if limit is not None and 0 <= limit <= len(line) and not line.endswith(b"\n"):
+            if limit is not None and 0 < limit <= len(line) and not line.endswith(b"\n"):
                 # The client asks for one byte over its own line limit and would refuse the line.
                 budget.overflow(self._where, f"a line over {limit - 1} bytes")
             budget.charge(self._where, len(line), 1)
