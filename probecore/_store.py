@@ -113,12 +113,28 @@ StoreFactory = Callable[[str], Store]
 """What a store plugin registers: ``factory(url) -> Store``, creating and migrating as needed."""
 
 
+STORE_THREADS = 8
+"""Worker threads store calls may use at once (per trio run), apart from every other thread."""
+_STORE_LIMITER: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("probecore_store")
+
+
 async def call_store(store: Any, function: Callable[..., Any], *args: Any) -> Any:
     """Call a store method from trio: in a worker thread (store calls block), unless the store
     says it never blocks (``blocking = False``: the in-memory test store, where a thread would
-    let trio's mock clock jump while it runs)."""
+    let trio's mock clock jump while it runs).
+
+    The threads come from a limiter of the store's own (:data:`STORE_THREADS`), not trio's
+    default one: that one's 40 threads are shared by every blocking client (name resolution of
+    every probe, notifier libraries), and a batch of records must never wait behind probes stuck
+    on a hostile server.
+    """
     if getattr(store, "blocking", True):
-        return await trio.to_thread.run_sync(function, *args)
+        try:
+            limiter = _STORE_LIMITER.get()
+        except LookupError:
+            limiter = trio.CapacityLimiter(STORE_THREADS)
+            _STORE_LIMITER.set(limiter)
+        return await trio.to_thread.run_sync(function, *args, limiter=limiter)
     return function(*args)
 
 

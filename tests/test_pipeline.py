@@ -79,3 +79,42 @@ async def test_a_full_batch_is_flushed_before_the_interval():
             while len(list(store.records())) < 3:
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
+
+
+async def test_store_writes_do_not_wait_behind_busy_worker_threads(tmp_path):
+    """Every thread of trio's default limiter is blocked (as by probes resolving names on a
+    hostile resolver): a batch is still written at once (was: it waited for a free thread)."""
+    import threading
+    from functools import partial
+
+    store = make_host().stores.get("sqlite")(f"sqlite:{tmp_path / 'store.sqlite3'}")
+    default = trio.to_thread.current_default_thread_limiter()
+    release = threading.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+            for _ in range(int(default.total_tokens)):
+                nursery.start_soon(partial(trio.to_thread.run_sync, release.wait,
+                                           abandon_on_cancel=True))
+            while default.borrowed_tokens < default.total_tokens:
+                await trio.sleep(0.01)
+            pipeline = Pipeline(store, {"p/c": 2})
+            for record in records_of(["ok", "provider"]):
+                pipeline.submit(record)
+            done = trio.Event()
+            result = {}
+
+            async def flush():
+                result["written"] = await pipeline.flush()
+                done.set()
+
+            nursery.start_soon(flush)
+            with trio.move_on_after(10):  # the flush itself is shielded: wait for it from outside
+                await done.wait()
+            in_time = done.is_set()
+            release.set()
+        assert in_time, "the store write waited for one of the default limiter's threads"
+        assert result["written"] is True
+        assert [r.outcome for r in store.records()] == ["ok", "fail"]
+    finally:
+        release.set()
+        store.close()
