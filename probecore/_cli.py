@@ -246,13 +246,16 @@ def cmd_check(args: argparse.Namespace, host: PluginHost) -> int:
     console.print(f"time zone {profile.timezone.key}"
                   + (f" · fee {profile.fee.monthly:g} {profile.fee.currency}/month" if profile.fee else ""))
     table = Table(title=f"{len(profile.checks)} checks", title_justify="left")
-    for name in ("id", "probe", "target", "interval", "timeout", "retry", "confirm", "phase"):
+    vantages = any(c.vantages for c in profile.checks)
+    for name in ("id", "probe", "target", "interval", "timeout", "retry", "confirm", "phase",
+                 *(["vantages (quorum)"] if vantages else [])):
         table.add_column(name)
     for check in profile.checks:
         kind = host.probes.get(check.probe)()
+        where = [f"{', '.join(check.vantages)} ({check.quorum})" if check.vantages else "every agent"]
         table.add_row(check.id, check.probe, describe_target(kind, check.config), format_duration(check.interval),
                       format_duration(check.timeout), format_duration(check.retry_interval),
-                      str(check.confirm), f"+{check.phase_offset:g}s")
+                      str(check.confirm), f"+{check.phase_offset:g}s", *(where if vantages else []))
     console.print(table)
     if profile.objective_configs:
         objectives = Table(title=f"{len(profile.objective_configs)} objectives", title_justify="left")

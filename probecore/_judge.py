@@ -168,6 +168,7 @@ class Judge:
         self.workers: dict[str, Any] = {}
         self._warn = warn or _warn_stderr
         self._term: _Term | None = None
+        self._lock_failing = False
         self._routers: dict[str, Any] = {}
         for profile in profiles:
             if profile.route_configs:
@@ -210,10 +211,16 @@ class Judge:
     async def _try_lead(self) -> bool:
         assert self.coordination is not None
         try:
-            return bool(await self._call(self.coordination.try_lead, self.options.name))
+            held = bool(await self._call(self.coordination.try_lead, self.options.name))
         except Exception as exc:
-            self._warn(f"judge {self.options.judge_id}: cannot ask for the leader lock: {exc}")
+            if not self._lock_failing:  # once, not every poll
+                self._warn(f"judge {self.options.judge_id}: cannot ask for the leader lock, retrying: {exc}")
+            self._lock_failing = True
             return False
+        if self._lock_failing:
+            self._warn(f"judge {self.options.judge_id}: the store answers again")
+        self._lock_failing = False
+        return held
 
     async def _lead(self) -> None:
         """One term: replay, then follow until the lock is lost (or cancelled)."""

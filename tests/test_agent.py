@@ -3,6 +3,7 @@ one twice, and the checks of an agent that stops move to the others."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import pytest
@@ -124,3 +125,35 @@ def test_agent_refuses_the_reserved_vantage_and_a_store_that_cannot_coordinate(p
             trio.run(lambda: run_agent([profile], host, store, AgentOptions(vantage="bj", handle_signals=False)))
     finally:
         store.close()
+
+
+def test_agent_and_judge_never_show_the_stores_password(tmp_path, postgresql_server):
+    """The password in the store URL is used (scram auth) and appears nowhere in their output."""
+    import subprocess
+    import sys
+
+    database = postgresql_server.create_database(owner=postgresql_server.password_user).rsplit("/", 1)[1]
+    url = postgresql_server.database_url(database, password_user=True)
+    profile = tmp_path / "p.toml"
+    profile.write_text('[profile]\nname = "pw"\n[[check]]\nid = "x"\nprobe = "tcp"\nhost = "127.0.0.1"\n'
+                       'port = 9\ninterval = "1s"\ntimeout = "500ms"\n')
+    outputs = []
+    for argv in (["agent", str(profile), "--vantage", "bj", "--store", url, "--for", "3s", "--lease", "1.5s"],
+                 ["judge", str(profile), "--store", url, "--for", "3s"]):
+        done = subprocess.run([sys.executable, "-m", "probecore", *argv], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "PROBECORE_DATA_DIR": str(tmp_path)})
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout + done.stderr)
+    wrong = url.replace(postgresql_server.password, "not-" + postgresql_server.password[4:])
+    done = subprocess.run([sys.executable, "-m", "probecore", "judge", str(profile), "--store", wrong, "--for", "2s"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+    outputs.append(done.stderr)
+    store = open_store(url)
+    try:
+        assert list(store.records(prefix="pw/"))  # the agent did store with the password
+    finally:
+        store.close()
+    for text in outputs:
+        assert postgresql_server.password not in text and postgresql_server.password[4:] not in text
+    assert "probecore_pw@" in outputs[0]  # the URL is shown, without its password

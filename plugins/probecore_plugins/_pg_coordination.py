@@ -77,8 +77,8 @@ class PostgreSQLCoordination:
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
                                    keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3)
-        except psycopg.Error:
-            return False
+        except psycopg.Error as exc:  # said once by the judge; the password scrubbed as the store does
+            raise StoreError(f"store {self._store.url}: {self._store._first_line(exc)}") from None
         try:
             held = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
         except psycopg.Error:
