@@ -50,7 +50,12 @@ costs 0.12 ms; the bridge adds about 0.02 ms). So make one call per protocol ste
 read or write: the FTP probe makes five calls per login (connect, banner, login, quit, close)
 and spends 2.7 ms of client CPU per login against vsftpd, against 1.4 ms for a plain asyncio
 script doing the same. CPU-heavy or blocking work in a task stalls every other plugin's
-asyncio task, so keep tasks to I/O.
+asyncio task, so keep tasks to I/O, and bound what a task reads from a server (the FTP probe
+stops a reply at 64 KiB or 500 lines: 30 checks against endless ``220-`` banners otherwise kept
+this loop parsing until their timeouts and held every other FTP login up by ~1.5 s). Blocking
+calls belong in the loop's default executor (``loop.run_in_executor(None, …)``, as asyncio's
+own name resolution does), which has :data:`EXECUTOR_THREADS` threads rather than asyncio's
+six on two cores, so that a few slow ones do not queue the rest.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import trio
@@ -67,6 +73,8 @@ T = TypeVar("T")
 
 DEFAULT_CLEANUP_GRACE = 2.0
 THREAD_NAME = "probecore-asyncio"
+EXECUTOR_THREADS = 64
+"""Threads of the bridge loop's default executor (``getaddrinfo``, ``run_in_executor(None, …)``)."""
 
 
 class _LoopThread:
@@ -95,6 +103,12 @@ class _LoopThread:
             # Created here, not in the caller's thread: inside trio (and after trio_asyncio is
             # imported) a new loop must not be made, and a loop belongs to the thread it runs in.
             loop = asyncio.new_event_loop()
+            # asyncio's default executor has min(32, CPUs + 4) threads: 6 on two cores. Every
+            # name resolution of every plugin on this loop runs there, and a resolution cannot be
+            # abandoned, so six slow names (a hostile or dead resolver) would hold up every other
+            # check's connect. Threads are only started when needed.
+            loop.set_default_executor(ThreadPoolExecutor(EXECUTOR_THREADS,
+                                                         thread_name_prefix=f"{THREAD_NAME}-executor"))
             asyncio.set_event_loop(loop)
             box.append(loop)
             ready.set()

@@ -195,3 +195,18 @@ async def test_works_from_a_fresh_trio_run_in_another_thread() -> None:
     theirs = await trio.to_thread.run_sync(other_run)
     ours = await probecore.run_asyncio(ident)
     assert theirs == ours  # the same bridge thread served both
+
+
+async def test_blocking_executor_calls_do_not_queue_behind_a_few_slow_ones() -> None:
+    """16 blocking calls in the loop's default executor (where asyncio resolves names) all run
+    at once: each waits at a barrier for the other 15 (was: asyncio's 6 threads on two cores,
+    so the barrier never filled and every later call waited for a thread)."""
+    barrier = threading.Barrier(16, timeout=5)
+
+    async def blocking_calls() -> list[int]:
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(None, barrier.wait)
+                                            for _ in range(16))))
+
+    arrivals = await probecore.run_asyncio(blocking_calls)
+    assert sorted(arrivals) == list(range(16))
