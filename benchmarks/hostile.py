@@ -515,6 +515,7 @@ def measure_worker(mode: str, healthy: int, hostile: int, interval: float, secon
         "lateness_p50_ms": late["p50"], "lateness_p99_ms": late["p99"], "lateness_max_ms": late["max"],
         "false_incidents": false_incidents, "suspected_incidents": suspected,
         "ok_over_timeout": over_timeout, "hostile_records": hostile_records,
+        "hostile_errors": hostile_outcomes.get("error", 0),
         "hostile_outcomes": hostile_outcomes, "hostile_codes": hostile_codes,
         "cpu_s": cpu, "peak_rss_mib": rss, "max_threads": state["threads"], "elapsed_s": elapsed,
         "loop_lag_p99_ms": loop_lag["p99"], "loop_lag_max_ms": loop_lag["max"],
@@ -582,7 +583,7 @@ def combine(args: argparse.Namespace, base: dict[str, Any], mixed: dict[str, Any
             failures.append(f"{name}: {run['ok_over_timeout']} ok records took longer than their timeout")
     if mixed["peak_rss_mib"] > args.max_rss:
         failures.append(f"mixed: peak RSS {mixed['peak_rss_mib']:.0f} MiB > {args.max_rss:g} MiB")
-    errors = mixed["hostile_outcomes"].get("error", 0)
+    errors = mixed["hostile_errors"]
     if errors:
         failures.append(f"mixed: {errors} hostile records are errors (no evidence), not fails")
     figures["failures"] = failures
