@@ -183,3 +183,49 @@ def test_agent_and_judge_serve_metrics(tmp_path, listener, postgresql_url):
     assert value(judge_got, "probecore_judge_records_total") >= 1.0
     assert value(judge_got, "probecore_incident_state", check="m/port", vantage="quorum", state="ok") == 1.0
     assert "password" not in agent_err + judge_err
+
+
+def test_objective_budget_and_outbox_metrics_from_the_store(tmp_path):
+    """The month so far, judged from the store: met, budget used and left; the outbox depth."""
+    from datetime import datetime, timezone
+
+    import trio
+
+    from probecore import load_profile
+    from probecore.testing import MemoryStore, make_host, write_profile
+    from tests.fakes import ScriptedPlugin
+
+    host = make_host(ScriptedPlugin())
+    path = write_profile(tmp_path, '[profile]\nname = "b"\n[[check]]\nid = "x"\nprobe = "scripted"\n'
+                        '[[objective]]\nid = "down"\nkind = "downtime"\ncheck = "x"\nop = "<"\nlimit = "1h"\n')
+    profile = load_profile(path, host.probes, host.evaluators)
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    start = now.timestamp() - 3600
+    records = []
+    for minute in range(60):  # the last hour: down 15 minutes of it
+        at = datetime.fromtimestamp(start + minute * 60, timezone.utc)
+        stamp = at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        failing = 30 <= minute < 45
+        records.append(SLIRecord(check="b/x", probe="scripted", target="t", vantage="v", scheduled_at=stamp,
+                                 started_at=stamp, duration_s=0.01, outcome="fail" if failing else "ok",
+                                 failure=Failure("down", "provider", "x") if failing else None))
+    store = MemoryStore()
+    store.import_records(records)
+    metrics = Metrics("judge")
+    port = metrics.serve("127.0.0.1", 0)
+
+    async def main():
+        with trio.move_on_after(1.0):
+            await metrics.refresh_store(store, [profile], host.evaluators, every=10)
+
+    try:
+        trio.run(main)
+        got = scrape(port)
+    finally:
+        metrics.close()
+    if datetime.fromtimestamp(start, timezone.utc).month != now.month:
+        pytest.skip("the hour crosses a month boundary")
+    assert value(got, "probecore_objective_met", profile="b", objective="down") == 1.0
+    assert value(got, "probecore_objective_budget_used_ratio", objective="down") == pytest.approx(0.25)
+    assert value(got, "probecore_objective_budget_remaining_ratio", objective="down") == pytest.approx(0.75)
+    assert value(got, "probecore_outbox_pending", profile="b") == 0.0
