@@ -256,3 +256,57 @@ def test_a_record_committed_after_a_later_one_is_still_judged(setup, postgresql_
     trio.run(main)
     kinds = [(e.kind, e.vantage) for e in stored_events(postgresql_url)]
     assert kinds == [("suspected", "bj"), ("confirmed", "bj")]
+
+
+def test_the_leader_sends_objective_breached_once_across_leaders(tmp_path, postgresql_url):
+    from datetime import UTC, datetime
+
+    notices = tmp_path / "breached.txt"
+    host = make_host(ScriptedPlugin())
+    path = write_profile(tmp_path, f"""\
+[profile]
+name = "q"
+[[check]]
+id = "plain"
+probe = "scripted"
+[[objective]]
+id = "down"
+kind = "downtime"
+check = "plain"
+op = "<"
+limit = "5m"
+[[channel]]
+id = "pager"
+kind = "console"
+path = "{notices}"
+[[notify]]
+id = "budget"
+channels = ["pager"]
+events = ["objective_breached"]
+""")
+    profile = load_profile(path, host.probes, host.evaluators, host.notifiers)
+    plain = profile.check("plain")
+    now = datetime.now(UTC).replace(second=0, microsecond=0).timestamp()
+    # Down for the last 20 minutes (or since the month began): more than the 5 minutes allowed.
+    month_start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+    first = max(now - 20 * 60, month_start)
+    records = [record(plain, "bj", round(t * 1000), True) for t in range(int(first), int(now) + 1, 60)]
+    store = open_store(postgresql_url)
+    try:
+        store.write(records, [])
+    finally:
+        store.close()
+
+    async def one_leader():
+        store = open_store(postgresql_url)
+        try:
+            await run_judge([profile], host, store, JudgeOptions(poll=0.1, handle_signals=False, duration=3.0))
+        finally:
+            store.close()
+
+    trio.run(one_leader)
+    trio.run(one_leader)   # the next leader judges the month again
+    lines = notices.read_text().splitlines()
+    if now - first < 6 * 60:
+        pytest.skip("the month began minutes ago: not enough of it to breach the objective")
+    assert len(lines) == 1 and "down" in lines[0], lines
