@@ -56,8 +56,8 @@ PAGES = {
     "broken.html": """<!doctype html><html><body><p>broken</p><img src="missing.png">
 <img src="logo.png"></body></html>""",
     "late.html": """<!doctype html><html><body><p>loading…</p><script>
-setTimeout(() => { const d = document.createElement("div"); d.id = "inbox";
-document.body.appendChild(d); }, 600);</script></body></html>""",
+addEventListener("load", () => setTimeout(() => { const d = document.createElement("div");
+d.id = "inbox"; document.body.appendChild(d); }, 600));</script></body></html>""",
     "hang.html": """<!doctype html><html><body><img src="slow/huge.png"></body></html>""",
     "login.html": """<!doctype html><html><head><meta charset="utf-8"></head><body><form action="/login" method="get">
 <input id="user" name="user"><input id="password" name="password" type="password">
@@ -72,7 +72,7 @@ name = "pages"
 
 [defaults]
 interval = "1m"
-timeout = "20s"
+timeout = "60s"
 confirm = 1
 """
 
@@ -173,7 +173,7 @@ url = "{site.url}page.html"
 threshold = {{ op = "<=", value = "500ms" }}
 """)
     page = records["page"]
-    assert page.outcome == "ok", page.failure
+    assert page.outcome == "ok", page
     assert page.probe == "browser" and page.unit == "s"
     # The slow image bounds the load from below; one request for the HTML alone would not.
     assert page.value is not None and page.value >= SLOW_BOUND
@@ -193,9 +193,10 @@ threshold = {{ op = "<=", value = "500ms" }}
     assert records["broken-allowed"].outcome == "ok"
 
     late = records["late"]
-    assert late.outcome == "ok", late.failure
-    assert late.value is not None and late.value >= 0.6 > late.details["load_s"]
-    assert list(late.phases)[-1] == "wait_for" and late.phases["wait_for"] > 0
+    assert late.outcome == "ok", late
+    # The element comes 600 ms after the load event: the open time waits for it.
+    assert late.value is not None and late.value > late.details["load_s"]
+    assert list(late.phases)[-1] == "wait_for" and late.phases["wait_for"] >= 0.59
 
     missing = records["missing"]
     assert missing.outcome == "fail" and missing.failure is not None
@@ -241,7 +242,7 @@ url = "{site.url}inbox.html"
 login = {{ {login}, password = {{ env = "WRONG_PASSWORD" }}, expect = "#inbox" }}
 """)
     inbox = records["inbox"]
-    assert inbox.outcome == "ok", inbox.failure
+    assert inbox.outcome == "ok", inbox
     assert list(inbox.phases)[:2] == ["browser", "login"] and inbox.details["status"] == 200
     # The cookie is what opened the page: without the login it is refused.
     assert records["no-login"].outcome == "fail" and records["no-login"].details["status"] == 403
@@ -286,7 +287,7 @@ async def test_a_browser_crash_is_an_error_at_once_and_the_next_attempt_restarts
         assert crashed.failure.code == "browser_crashed"
         assert "exited" in crashed.failure.message or "closed" in crashed.failure.message
         again = await kind.check(BrowserConfig(url=f"{site.url}page.html"), CheckContext("pages/p", "test"))
-        assert again.outcome == "ok", again.failure
+        assert again.outcome == "ok", again
         assert kind.browser_pids() and kind.browser_pids() != [pid]
     assert chromium_processes(private_tmp) == []
 

@@ -97,7 +97,8 @@ CLEANUP_TIMEOUT = 2.0      # disposing an attempt's context after a cancel
 LCP_WAIT_MS = 50           # how long the page is given to hand its buffered LCP entry over
 STDERR_LINES = 8           # kept for the message when the browser dies
 NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
-NETWORK_CHANGED_RETRIES = 2
+NETWORK_CHANGED_RETRIES = 5
+NETWORK_CHANGED_PAUSE = 0.2  # s: let a burst of interface changes settle before the next try
 CHROME_FLAGS = (
     "--headless", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
     "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
@@ -502,6 +503,8 @@ class _Page:
         """
         for retry in range(NETWORK_CHANGED_RETRIES + 1):
             self.retries = retry
+            if retry:
+                await trio.sleep(NETWORK_CHANGED_PAUSE)
             navigation = await self._navigate(url)
             changed = any(NETWORK_CHANGED in why for _, why in self.failed) or (
                 navigation.failure is not None and navigation.failure.failure is not None
