@@ -234,6 +234,28 @@ async def test_wrong_passwords_are_the_customers(tmp_path: Path, mail_server: Ma
     assert_clean(mail_server, "r4")
 
 
+async def test_a_wrong_smtp_password_is_tried_once_per_attempt(tmp_path: Path, mail_server: MailServer) -> None:
+    """postfix offers PLAIN and LOGIN; smtplib's login() tried both, so every attempt counted
+    twice towards the account's lockout. One AUTH per attempt: one failure in postfix's log."""
+    log = mail_server.postfix_dir / "postfix.log"
+    start = log.stat().st_size
+
+    def failures() -> list[str]:
+        with open(log, "rb") as f:
+            f.seek(start)
+            return [line for line in f.read().decode(errors="replace").splitlines()
+                    if "SASL" in line and "authentication failed" in line]
+
+    records, _ = await run_once(tmp_path, check_table("smtp", mail_server, "alice", "r4", sender_env=WRONG_ENV))
+    assert records["smtp"].failure is not None and records["smtp"].failure.code == "smtp_auth"
+    with trio.move_on_after(5):
+        while not failures():
+            await trio.sleep(0.05)
+    await trio.sleep(0.5)  # a second failure would be logged by now
+    assert len(failures()) == 1, failures()
+    assert_clean(mail_server, "r4")
+
+
 async def test_postfix_stopped_is_smtp_connect(tmp_path: Path, mail_server: MailServer) -> None:
     with mail_server.postfix_stopped():
         records, _ = await run_once(tmp_path, check_table("down", mail_server, "alice", "r5"))
