@@ -453,7 +453,7 @@ def run_demo(host: PluginHost, *, duration: float, store_url: str | None, json_m
     report_path = data_dir() / "demo-report.html"
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(html, encoding="utf-8")
-    console.print(f"The month's report as a page (open it in a browser): {report_path}")
+    console.print(f"The month's report as a page (open it in a browser): {report_path}", soft_wrap=True)
     if not records:
         print("probe: demo: no records were stored", file=sys.stderr)
         return 1

@@ -45,7 +45,7 @@ def test_demo_shows_an_outage_a_flap_and_a_binding_excluded(tmp_path):
     assert "1 incident(s) confirmed" in result.stderr
     # It ends with the month's report as a page, and says where.
     page = tmp_path / "demo-report.html"
-    assert f"(open it in a browser): {page}" in result.stderr.replace("\n", "")
+    assert f"(open it in a browser): {page}\n" in result.stderr
     assert "SLA report · demo" in page.read_text(encoding="utf-8")
     # The on-call route's console channel told of the outage, and the notice is the evidence of
     # the demo's 002-T objective.
