@@ -220,6 +220,26 @@ async def test_a_wrong_password_is_refused_for_good_and_never_shown(mail_server:
     assert mail_server.mailbox_files("n0") == []
 
 
+async def test_a_wrong_password_is_one_sasl_failure_not_one_per_mechanism(mail_server: MailServer) -> None:
+    """postfix offers PLAIN and LOGIN; smtplib's login() tries both (two lockout counts)."""
+    log = mail_server.postfix_dir / "postfix.log"
+    start = log.stat().st_size
+
+    def failures() -> list[str]:
+        with open(log, "rb") as f:
+            f.seek(start)
+            return [line for line in f.read().decode(errors="replace").splitlines()
+                    if "SASL" in line and "authentication failed" in line]
+
+    error = await deliver(config(mail_server, password={"env": WRONG_ENV}))
+    assert error is not None and "535" in str(error)
+    with trio.move_on_after(5):
+        while not failures():
+            await trio.sleep(0.05)
+    await trio.sleep(0.5)  # a second failure would be logged by now
+    assert [line.split("SASL ", 1)[1].split()[0] for line in failures()] == ["PLAIN"], failures()
+
+
 async def test_a_refused_recipient_is_not_retried_soon(mail_server: MailServer) -> None:
     error = await deliver(config(mail_server, to=[mail_server.address("blocked")]))
     assert error is not None and error.retry is False
