@@ -11,8 +11,9 @@ URLs are shown (``target``, error messages) without user info and without the qu
 webhook providers tend to put tokens. Both are also concealed (``ctx.conceal``): a receiver
 that echoes them in its reason phrase (``401 bad token abc…``), raw, percent-encoded or inside
 the Basic credentials, has them scrubbed from the error like a secret, before the reason is
-shortened, so they reach neither the outbox nor ``probe notify`` output. Parts shorter than
-:data:`MIN_CONCEALED` characters (``?v=1``) are not worth garbling every message for.
+shortened, so they reach neither the outbox nor ``probe notify`` output. Query values and a
+user name shorter than :data:`MIN_CONCEALED` characters (``?v=1``) are not worth garbling
+every message for; a password in the user info is concealed whatever its length.
 """
 
 from __future__ import annotations
@@ -66,11 +67,13 @@ class _Url(msgspec.Struct, frozen=True):
         return f"{self.scheme}://{self.host_header}{self.target.split('?', 1)[0]}"
 
     def sensitive(self) -> list[str]:
-        """What :attr:`shown` leaves out: the user info, and the query, whole and each value."""
+        """What :attr:`shown` leaves out: the user info, and the query, whole and each value
+        (the password whatever its length, the rest from :data:`MIN_CONCEALED` characters)."""
         query = self.target.split("?", 1)[1] if "?" in self.target else ""
-        parts = [self.username or "", self.password or "", query, unquote_plus(query)]
+        parts = [self.username or "", query, unquote_plus(query)]
         parts += [value for _, value in parse_qsl(query, keep_blank_values=True)]
-        return [p for p in dict.fromkeys(parts) if len(p) >= MIN_CONCEALED]
+        long_enough = [p for p in dict.fromkeys(parts) if len(p) >= MIN_CONCEALED]
+        return [self.password, *long_enough] if self.password else long_enough
 
 
 def _parse_url(text: str) -> _Url:
