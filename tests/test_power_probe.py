@@ -407,6 +407,38 @@ async def test_snmp_v2c_reading(tmp_path: Path, snmpd: Snmpd) -> None:
     assert records["power"].outcome == "ok"
 
 
+async def test_snmp_sources_of_a_round_share_an_engine_that_is_closed_after(
+        tmp_path: Path, snmpd: Snmpd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """30 sources read at once through one pysnmp engine (an engine each took 10 s here, past
+    their source_timeout); once they are done no engine and no pysnmp task is left."""
+    import asyncio
+
+    from pysnmp.hlapi.v3arch import asyncio as hl
+
+    import probecore
+    from probecore_plugins.power import _snmp
+
+    built: list[object] = []
+
+    class CountedEngine(hl.SnmpEngine):  # the real engine, counted
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(hl, "SnmpEngine", CountedEngine)
+    sources = "\n".join(src(snmpd.url, "ups", name=f'"s{i}"') for i in range(30))
+    records = await run_once(tmp_path, power_check(sources, 'source_timeout = "10s"'))
+    assert {records[f"power:s{i}"].outcome for i in range(30)} == {"ok"}
+    assert len(built) <= 2  # one, unless a straggler starts after the others are all done
+
+    async def left() -> tuple[int, list[str]]:
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        return len(_snmp._ENGINES.get(loop, {})), [repr(t) for t in asyncio.all_tasks() if t is not me]
+
+    assert await probecore.run_asyncio(left) == (0, [])
+
+
 @pytest.mark.parametrize(("values", "outcome", "code", "status"), [
     ({"upsOutputSource": 5, "upsBatteryStatus": 3, "upsInputLineBads": 4}, "ok", None, "battery"),
     ({"upsOutputSource": 4}, "ok", None, "bypass"),

@@ -3,10 +3,19 @@
 :func:`read_ups_mib` sends one GET for the scalars and the first input/output line's columns and
 returns what the agent has, by the names in :data:`OIDS`. pysnmp's problems come back as
 :class:`SnmpFailure` with a code the probe uses (``unreachable``, ``auth``, ``protocol``).
+
+Reads that run at the same time with the same credentials share one pysnmp engine, closed when
+the last of them ends: building an engine costs 0.1–0.4 s of the bridge loop's time, and an
+engine per read serialised the sources of a round (30 sources against one snmpd took 10.7 s,
+past their ``source_timeout``; shared, 0.6 s). Engines are per credential set, so two sources
+with the same SNMPv3 user name but different keys never share (and re-key) one USM table, and
+none outlives its reads (no pysnmp timer task is left on the bridge loop).
 """
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +34,9 @@ OIDS = {
 OUTPUT_SOURCE = {1: "other", 2: "none", 3: "normal", 4: "bypass", 5: "battery", 6: "booster",
                  7: "reducer"}
 BATTERY_STATUS = {1: "unknown", 2: "batteryNormal", 3: "batteryLow", 4: "batteryDepleted"}
+
+_ENGINES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[SnmpAuth, _Shared]] = \
+    weakref.WeakKeyDictionary()
 
 AUTH_PROTOCOLS = ("MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512")
 PRIV_PROTOCOLS = ("DES", "3DES", "AES", "AES192", "AES256")
@@ -88,7 +100,12 @@ async def read_ups_mib(host: str, port: int, auth: SnmpAuth, timeout: float,
     from pysnmp.hlapi.v3arch import asyncio as hl
     from pysnmp.proto import rfc1905
 
-    engine = hl.SnmpEngine()
+    engines = _ENGINES.setdefault(asyncio.get_running_loop(), {})
+    shared = engines.get(auth)
+    if shared is None:
+        shared = engines[auth] = _Shared(hl.SnmpEngine())
+    shared.reads += 1
+    engine = shared.engine
     try:
         try:
             target = await hl.UdpTransportTarget.create((host, port), timeout=timeout, retries=retries)
@@ -115,4 +132,15 @@ async def read_ups_mib(host: str, port: int, auth: SnmpAuth, timeout: float,
                 values[name] = value.prettyPrint()
         return values
     finally:
-        engine.close_dispatcher()
+        shared.reads -= 1
+        if not shared.reads:
+            del engines[auth]
+            engine.close_dispatcher()
+
+
+@dataclass
+class _Shared:
+    """An engine and how many reads use it now."""
+
+    engine: Any
+    reads: int = 0
