@@ -259,7 +259,8 @@ def evidence_table(rows: list[dict[str, Any]], zone: Any, limit: int = 50) -> di
     for r in rows:
         columns += [k for k in r if k not in columns]
     cells = [[_cell(r.get(c), c, zone) for c in columns] for r in rows[:limit]]
-    return {"columns": columns, "rows": cells, "more": max(0, len(rows) - limit)}
+    headers = [c.removesuffix("_s").replace("_", " ") for c in columns]  # notice_delay_s → notice delay
+    return {"columns": headers, "rows": cells, "more": max(0, len(rows) - limit)}
 
 
 def _cell(value: Any, column: str, zone: Any) -> str:
