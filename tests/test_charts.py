@@ -51,3 +51,11 @@ def test_response_lines_break_where_there_is_no_value():
     _self_contained(svg)
     assert len(re.findall(r'<path d="M', svg)) >= 2  # two pieces of line, not one across the gap
     assert "30 ms" in svg or "30.0 ms" in svg
+
+
+def test_charts_without_data_still_draw_their_axes():
+    for svg in (response_chart("r", {"x": []}, start_ms=START, end_ms=START + DAY, zone=ZONE, unit=None),
+                timeline_chart("t", [], [], start_ms=START, end_ms=END, zone=ZONE),
+                budget_chart("b", [], start_ms=START, end_ms=END, zone=ZONE)):
+        _self_contained(svg)
+        assert 'class="axis' in svg
