@@ -96,7 +96,8 @@ class Mailroom:
     ``mechanisms``: what EHLO offers. ``ghost``: POP3 lists a message 1 that another client
     expunged (``-ERR Message 1 expunged`` to ``TOP``, ``RETR`` and ``DELE``). ``imap_login``:
     ``echo`` refuses LOGIN quoting its arguments; ``literal`` answers LOGIN with an untagged
-    literal announcing a gigabyte.
+    literal announcing a gigabyte; ``flood`` logs in and answers every SELECT, NOOP and SEARCH
+    with 3 MiB of unrequested ``FETCH`` updates (and never shows the message).
     """
 
     auth: str = "accept"
@@ -230,9 +231,17 @@ class Mailroom:
                     await stream.send_all(b"* OK [ALERT] {1000000000}\r\n")
                     while True:
                         await stream.send_all(b"x" * 65536)
+                elif verb.upper() == b"LOGIN" and self.imap_login == "flood":
+                    await stream.send_all(tag + b" OK logged in\r\n")
                 elif verb.upper() == b"LOGIN":
                     await stream.send_all(tag + b" NO [AUTHENTICATIONFAILED] Authentication failed: LOGIN "
                                           + args + b"\r\n")
+                elif self.imap_login == "flood" and verb.upper() in (b"NOOP", b"UID", b"SELECT"):
+                    # Each reply within the bound, in updates no command asks for.
+                    extra = b"* SEARCH\r\n" if args.upper().startswith(b"SEARCH") else b""
+                    await stream.send_all(FLOOD + extra + tag + b" OK done\r\n")
+                elif verb.upper() == b"STATUS":
+                    await stream.send_all(tag + b" NO no such folder\r\n")
                 elif verb.upper() == b"LOGOUT":
                     await stream.send_all(b"* BYE\r\n" + tag + b" OK bye\r\n")
                     return
@@ -240,6 +249,10 @@ class Mailroom:
                     await stream.send_all(tag + b" OK done\r\n")
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+
+FLOOD = b"* 1 FETCH (FLAGS (" + b"x" * 1000 + b"))\r\n"
+FLOOD *= (3 * 1024 * 1024) // len(FLOOD)  # 3 MiB of unrequested FETCH updates: under the bound
 
 
 class Lines:
@@ -269,15 +282,16 @@ def mail_check(check_id: str, room: Mailroom, *, receive: str = "pop3", smtp_por
         f'receive = "{receive}"', f"receive_port = {room.ports[receive]}", 'receive_tls = "none"',
         f'sender = "{USER}"', f'sender_password = {{ env = "{PASSWORD_ENV}" }}',
         'recipient = "bob@script.test"', f'recipient_password = {{ env = "{PASSWORD_ENV}" }}',
-        'deliver_within = "2s"', 'poll_max = "0.2s"',
     ]
+    keys = {"deliver_within": '"2s"', "poll_max": '"0.2s"', **keys}
     lines += [f"{k} = {v}" for k, v in keys.items()]
     return "\n".join(lines) + "\n\n"
 
 
-async def run_once(tmp_path: Path, checks: str) -> list[SLIRecord]:
+async def run_once(tmp_path: Path, checks: str, timeout: float = TIMEOUT) -> list[SLIRecord]:
     host = make_host()
-    profile = load_profile(write_profile(tmp_path, HEAD + checks), host.probes)
+    head = HEAD.replace(f'timeout = "{TIMEOUT:g}s"', f'timeout = "{timeout:g}s"')
+    profile = load_profile(write_profile(tmp_path, head + checks), host.probes)
     store = MemoryStore()
     await run_profile(profile, host, store, RunOptions(once=True, handle_signals=False, vantage="test"))
     return list(store.records())
@@ -553,6 +567,23 @@ async def test_a_stalled_tls_handshake_is_aborted_at_the_timeout(tmp_path: Path,
     assert server.connections == 1 and server.received, "the probe never started the handshake"
     assert established_to({server.port}) == [], "the stalled connection is still open"
     assert elapsed < TIMEOUT + SLACK, f"took {elapsed:.1f}s"
+
+
+async def test_untagged_imap_updates_do_not_pile_up_over_the_polls(tmp_path: Path, nursery: trio.Nursery) -> None:
+    """Each reply is within the bound, but imaplib kept every unrequested untagged response for
+    the session: 3 MiB per reply, twice per poll, over a wait of many polls, grew without bound."""
+    room = await Mailroom(imap_login="flood").start(nursery)
+    before = reset_peak()
+    (record,) = await run_once(tmp_path, mail_check("mail", room, receive="imap", idle="false",
+                                                    poll_max='"0.01s"', deliver_within='"3s"'),
+                               timeout=10.0)
+    growth = peak() - before
+    assert record.failure is not None and record.failure.code == "not_delivered", record
+    polls = sum(1 for proto, line in room.lines if proto == "imap" and b"SEARCH HEADER" in line
+                and not line.endswith(b'""'))
+    assert polls >= 8, f"only {polls} polls: the test shows nothing"
+    assert growth < MEMORY_BOUND, f"peak RSS grew {growth / 2**20:.1f} MiB over {polls} polls"
+    print(f"{polls} polls, 6 MiB of untagged lines each: peak RSS +{growth / 2**20:.1f} MiB")
 
 
 # ---- bounded replies: the email channel ---------------------------------------------------------

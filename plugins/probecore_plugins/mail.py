@@ -507,11 +507,15 @@ class _ImapReceiver(_Receiver):
     def _look(self, token: str) -> Hit | None:
         """Search the watched folder (selected), then each junk folder (left selected if hit)."""
         try:
+            assert self.client is not None
+            # imaplib keeps every untagged response no command asked for (EXISTS, RECENT …)
+            # for the whole session: over an hour of polls, or from a server that floods them,
+            # that grows without bound. Nothing here reads them.
+            self.client.untagged_responses.clear()
             if not self.details.get("imap_idle"):
                 # Without IDLE, a NOOP lets the server sync the selected mailbox first: dovecot
                 # answers a SEARCH from the view of the previous command, so a new message was
                 # seen one poll late (up to poll_max: 5 s by default).
-                assert self.client is not None
                 self.client.noop()
             num = self._search(token)
             if num is not None:
