@@ -721,7 +721,7 @@ def total_owed(objectives: Sequence[ObjectiveReport]) -> OwedTotal:
         if size > (held.amount or 0) + (held.minutes or 0):
             best[key], held, item = item, item, held
         item.counted = False
-        item.why = (f"{PERIOD_WIDE[wide]} (counted under {held.objective})" if key[0] == "period"
+        item.why = (f"{PERIOD_WIDE[wide]}, counted under {held.objective}" if key[0] == "period"
                     else f"same clause as {held.objective}, counted once (the larger)")
     amounts: dict[str, Fraction] = {}
     minutes = Fraction(0)
