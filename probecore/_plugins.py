@@ -46,7 +46,6 @@ BUILTIN_DEFERRED: dict[str, dict[str, tuple[str, ...]]] = {
     "probecore_plugins.power": {"probecore_add_probes": ("power",)},
     "probecore_plugins.mail": {"probecore_add_probes": ("mail",)},
     "probecore_plugins.ping": {"probecore_add_probes": ("ping",)},
-    "probecore_plugins.browser": {"probecore_add_probes": ("browser",)},
     "probecore_plugins.notifiers": {"probecore_add_notifiers": ("apprise", "console", "email", "webhook")},
 }
 """Built-in plugins that only add these names (per registration hook): each is imported, with
