@@ -18,7 +18,9 @@ process's alone; the servers still share the machine's cores with it, which is t
     (kind × misbehaviour: silence, endless line, endless multi-line reply, megabyte line,
     garbage, TLS stall, early close; UDP silence, garbage and flood for DNS), each on its own
     loopback address ``127.0.1.<row>``: hostile targets are other hosts than the healthy ones,
-    as they would be in production (the per-host limit is about politeness to one host).
+    as they would be in production (the per-host limit is about politeness to one host). A
+    mail check whose POP3/IMAP side is hostile sends through a healthy SMTP server on
+    127.0.2.1 (the mail probe's host is its SMTP host).
 
 * **healthy** — ``run_profile`` with only the healthy checks (the baseline);
 * **mixed** — the same healthy checks plus the hostile checks, spread round-robin over the rows.
@@ -68,6 +70,7 @@ PASSWORD_ENV = "PROBECORE_BENCH_PASSWORD"
 PASSWORD = "bench-Pw-7c1e"
 HEALTHY_KINDS = ("tcp", "web", "ftp", "dns", "mail")
 MAIL_DOMAIN = "bench.test"
+OTHER_SMTP_ADDRESS = "127.0.2.1"
 
 # (row name, probe kind, how the check reaches the server, Hostile(...) keyword arguments).
 # "direct": the check's own server is the hostile one; "smtp": a mail check whose SMTP server
@@ -162,6 +165,12 @@ def servers_worker() -> None:
                 listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
                 ports["healthy"][kind] = listeners[0].socket.getsockname()[1]
             ports["healthy"]["dns"] = await nursery.start(_dns_ok)
+            # The SMTP side of mail checks whose receiving server is hostile: on an address of
+            # its own, because the mail probe's host (for the per-host limit) is its SMTP host,
+            # and those checks are no more the healthy host's than the other hostile ones.
+            listeners = await nursery.start(partial(trio.serve_tcp, partial(_smtp_ok, maildrops=maildrops),
+                                                    0, host=OTHER_SMTP_ADDRESS))
+            ports["healthy"]["smtp_other"] = listeners[0].socket.getsockname()[1]
             for index, (name, _kind, _how, spec) in enumerate(HOSTILE_ROWS):
                 server = hostile_servers.HostileServer(hostile_servers.Hostile(**spec),
                                                        host=hostile_address(index))
@@ -360,8 +369,9 @@ async def _dns_ok(task_status: Any) -> None:
 
 # ---- the measured process -----------------------------------------------------------------------
 
-def profile_text(healthy: int, hostile: int, interval: float, ports: dict[str, Any]) -> str:
-    """The generated profile: *healthy* checks over the healthy kinds, *hostile* over the rows."""
+def profile_text(healthy: int, hostile: int, interval: float, ports: dict[str, Any],
+                 rows: list[tuple[str, str, str, dict[str, Any]]]) -> str:
+    """The generated profile: *healthy* checks over the healthy kinds, *hostile* over *rows*."""
     from probecore import format_duration
 
     ok = ports["healthy"]
@@ -403,20 +413,20 @@ def profile_text(healthy: int, hostile: int, interval: float, ports: dict[str, A
         else:
             lines.append(check(check_id, kind, "127.0.0.1", ok[kind]))
     for n in range(hostile):
-        name, kind, how, spec = HOSTILE_ROWS[n % len(HOSTILE_ROWS)]
+        name, kind, how, spec = rows[n % len(rows)]
         host, port = ports["hostile"][name]
         check_id = f"bad-{name}-{n:04d}"
         if how == "smtp":
             lines.append(mail(check_id, (host, port), "pop3", ("127.0.0.1", ok["pop3"])))
         elif how in ("pop3", "imap"):
-            lines.append(mail(check_id, ("127.0.0.1", ok["smtp"]), how, (host, port)))
+            lines.append(mail(check_id, (OTHER_SMTP_ADDRESS, ok["smtp_other"]), how, (host, port)))
         else:
             lines.append(check(check_id, kind, host, port, tls=spec["behaviour"] == "tls_stall"))
     return "\n".join(lines)
 
 
 def measure_worker(mode: str, healthy: int, hostile: int, interval: float, seconds: float,
-                   ports: dict[str, Any]) -> dict[str, Any]:
+                   ports: dict[str, Any], rows: list[tuple[str, str, str, dict[str, Any]]]) -> dict[str, Any]:
     import trio
 
     import probecore
@@ -449,8 +459,8 @@ def measure_worker(mode: str, healthy: int, hostile: int, interval: float, secon
     with tempfile.TemporaryDirectory(prefix="probecore-bench-hostile-") as tmp:
         host = make_host()
         path = Path(tmp) / "hostile.toml"
-        path.write_text(profile_text(healthy, hostile if mode == "mixed" else 0, interval, ports),
-                        encoding="utf-8")
+        path.write_text(profile_text(healthy, hostile if mode == "mixed" else 0, interval, ports,
+                                     rows), encoding="utf-8")
         profile = probecore.load_profile(path, host.probes)
         timeouts = {c.full_id: float(c.timeout) for c in profile.checks}
         store = host.stores.get("sqlite")("sqlite:" + str(Path(tmp) / "bench.sqlite3"))
@@ -541,7 +551,8 @@ def run_measure(mode: str, args: argparse.Namespace, ports: dict[str, Any]) -> d
     command = [sys.executable, os.path.abspath(__file__), "--worker", mode,
                "--healthy", str(args.healthy), "--hostile", str(args.hostile),
                "--interval-seconds", repr(args.interval_s), "--seconds", repr(args.seconds),
-               "--ports", json.dumps(ports)]
+               "--ports", json.dumps(ports),
+               "--rows", ",".join(row[0] for row in args.rows)]
     if not args.quiet:
         sys.stderr.write(f"{mode}: {args.healthy} healthy"
                          + (f" + {args.hostile} hostile" if mode == "mixed" else "")
@@ -560,7 +571,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def combine(args: argparse.Namespace, base: dict[str, Any], mixed: dict[str, Any]) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "schema": SCHEMA, "short": args.short, "healthy_checks": args.healthy,
-        "hostile_checks": args.hostile, "hostile_rows": len(HOSTILE_ROWS),
+        "hostile_checks": args.hostile, "hostile_rows": len(args.rows),
         "interval_s": args.interval_s, "timeout_s": TIMEOUT_S, "seconds": args.seconds,
         "healthy_only": base, "mixed": mixed,
         "lateness_p99_ratio": _ratio(mixed["lateness_p99_ms"], base["lateness_p99_ms"]),
@@ -640,6 +651,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-lateness-p99", type=float, default=100.0, metavar="MS")
     parser.add_argument("--max-false-incidents", type=int, default=0, metavar="N")
     parser.add_argument("--max-rss", type=float, default=300.0, metavar="MIB")
+    parser.add_argument("--rows", help="only the hostile servers whose name starts with one of "
+                        "these comma-separated prefixes (e.g. ftp,smtp-endless)")
     parser.add_argument("--json", action="store_true", help="one JSON line on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("--worker", choices=("servers", "healthy", "mixed"), help=argparse.SUPPRESS)
@@ -657,6 +670,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             args.interval_s = float(parse_duration(args.interval or ("10s" if args.short else "60s")))
         except ValueError as exc:
             parser.error(f"--interval: {exc}")
+    args.rows = [row for row in HOSTILE_ROWS
+                 if not args.rows or row[0].startswith(tuple(args.rows.split(",")))]
+    if not args.rows:
+        parser.error(f"--rows: no hostile server is called so; they are: "
+                     f"{', '.join(row[0] for row in HOSTILE_ROWS)}")
     if args.healthy < 1 or args.hostile < 0 or args.seconds <= 0 or args.interval_s <= 0:
         parser.error("--healthy must be at least 1, --hostile at least 0, --seconds and "
                      "--interval more than 0")
@@ -670,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.worker in ("healthy", "mixed"):
         figures = measure_worker(args.worker, args.healthy, args.hostile, args.interval_s,
-                                 args.seconds, json.loads(args.ports))
+                                 args.seconds, json.loads(args.ports), args.rows)
         print(json.dumps(figures))
         return 0
     servers, ports = start_servers()
