@@ -539,6 +539,7 @@ class _ImapReceiver(_Receiver):
         assert self.client is not None
         what = "(BODY.PEEK[])" if self.config.hygiene else "(BODY.PEEK[HEADER])"
         try:
+            self.client.untagged_responses.clear()  # the FETCH data below is this FETCH's only
             typ, parts = self.client.uid("FETCH", hit.ref, what)
             body = next((p[1] for p in parts if isinstance(p, tuple)), b"")
             self.client.uid("STORE", hit.ref, "+FLAGS", "(\\Deleted)")
