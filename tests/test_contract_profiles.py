@@ -223,3 +223,31 @@ def test_002_notifies_the_designated_contact_within_15_minutes():
     assert {c.kind for c in profile.channels if c.id in route.channels} == {"email", "webhook"}
     monitored = {o.check for o in profile.objective_configs if o.kind == "notify_delay"}
     assert monitored <= set(route.checks)
+
+
+def contract_text(contract: str) -> str:
+    (path,) = CLAUSES.parent.glob(f"{contract}_*.txt")
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("contract", sorted(PROFILES))
+def test_every_objective_quotes_its_clause(contract):
+    for ident, objective in objectives(contract).items():
+        description = objective.get("description")
+        assert isinstance(description, str) and description.strip(), f"{ident} has no description"
+
+
+@needs_clauses
+@pytest.mark.parametrize("contract", sorted(PROFILES))
+def test_descriptions_are_the_contracts_own_words(contract):
+    """Each line of a description is a passage of the contract, word for word. Whitespace is
+    normalised (the contracts indent with U+3000); a passage the contract wraps over lines is
+    compared with all whitespace removed."""
+    text = contract_text(contract)
+    spaced, squeezed = " ".join(text.split()), "".join(text.split())
+    for ident, objective in objectives(contract).items():
+        for passage in objective["description"].splitlines():
+            if not passage.strip():
+                continue
+            assert (" ".join(passage.split()) in spaced or "".join(passage.split()) in squeezed), \
+                f"{ident}: {passage!r} is not in the {contract} contract"
