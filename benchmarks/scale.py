@@ -392,7 +392,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "probe report over a month of records in PostgreSQL.",
         epilog="Exit status: 0 thresholds met, 1 a threshold failed, 2 usage error or crash.")
     parser.add_argument("--short", action="store_true",
-                        help="small sizes for a quick run: 10,000 checks written, report of 200 checks × 3 days")
+                        help="small sizes for a quick run (CI): 10,000 checks written, report of 200 checks × 1 day")
     parser.add_argument("--write-checks", type=int, default=None, help="checks written (default 100000)")
     parser.add_argument("--write-interval", default="60s", help="their interval (default 60s)")
     parser.add_argument("--write-seconds", type=float, default=60.0,
@@ -428,7 +428,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.report_checks is None:
         args.report_checks = 200 if args.short else 10_000
     if args.short and args.report_days is None:
-        args.report_days = 3
+        args.report_days = 1
     if args.url and args.pg_dir:
         parser.error("--url and --pg-dir exclude each other")
     for flag in ("write_checks", "report_checks", "batch", "writers", "report_batch"):

@@ -114,9 +114,13 @@ class Profile:
     """``[[notify]]`` routes as :class:`probecore._notify.RouteConfig` (with the notifier registry)."""
 
     def check(self, check_id: str) -> Check:
-        for item in self.checks:
-            if item.id == check_id:
-                return item
+        # A dict built on first use: a report of 10,000 checks asks 20,000 times (a scan was 6 s).
+        by_id = self.__dict__.get("_checks_by_id")
+        if by_id is None:
+            by_id = {item.id: item for item in reversed(self.checks)}  # the first of an id wins
+            object.__setattr__(self, "_checks_by_id", by_id)  # frozen: a cache, not state
+        if check_id in by_id:
+            return by_id[check_id]
         raise UsageError(f'{self.path}: no check "{check_id}"; checks: '
                          + ", ".join(c.id for c in self.checks))
 

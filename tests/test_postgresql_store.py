@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 from probecore_plugins.postgresql import (
+    FIRST_GAP,
     SCHEMA_VERSION,
     PostgreSQLStore,
     StoreUnavailable,
@@ -318,10 +319,14 @@ def test_sigkill_of_probe_run_loses_no_printed_record(tmp_path: Path, nginx: Ngi
     assert f"store postgresql://{postgresql_server.password_user}@127.0.0.1" in " ".join(stderr_text.split())
     with psycopg.connect(postgresql_server.database_url(name)) as conn:
         rows = conn.execute("SELECT check_id, vantage, started_ms, outcome, body FROM records").fetchall()
-        gaps_missing = conn.execute("SELECT count(*) FROM records WHERE gap_ms IS NULL").fetchone()[0]
+        # Every record's gap is its distance to the previous record of its stream.
+        wrong_gaps = conn.execute(
+            "SELECT count(*) FROM (SELECT gap_ms, COALESCE(started_ms - LAG(started_ms) OVER "
+            "(PARTITION BY check_id, vantage ORDER BY started_ms), %s) AS want FROM records) AS g "
+            "WHERE gap_ms <> want", (FIRST_GAP,)).fetchone()[0]
     assert_all_stored(printed, rows)
     assert len(rows) >= len(printed)
-    assert gaps_missing == 0
+    assert wrong_gaps == 0
     # probe reads the crashed store back.
     done = subprocess.run([sys.executable, "-m", "probecore", "records", str(profile), "--store", url],
                           env=env, capture_output=True, timeout=WAIT, stdin=subprocess.DEVNULL, check=False)

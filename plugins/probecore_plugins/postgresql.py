@@ -78,7 +78,7 @@ MIGRATIONS: tuple[str, ...] = (
         vantage     text COLLATE "C" NOT NULL,
         started_ms  bigint NOT NULL,
         outcome     text COLLATE "C" NOT NULL,
-        gap_ms      bigint,
+        gap_ms      bigint NOT NULL,
         body        text NOT NULL
     ) PARTITION BY RANGE (started_ms);
     ALTER SEQUENCE records_id_seq OWNED BY records.id;
@@ -433,17 +433,6 @@ class PostgreSQLStore:
             "AND records.gap_ms IS DISTINCT FROM w.gap",
             (FIRST_GAP, check, vantage, lo, check, vantage, since_ms))
 
-    def refresh_gaps(self, check: str | None = None) -> None:
-        """Compute every missing ``gap_ms`` (rows written by other tools)."""
-        with self._transaction() as conn:
-            query = "SELECT DISTINCT check_id, vantage FROM records WHERE gap_ms IS NULL"
-            args: tuple[object, ...] = ()
-            if check is not None:
-                query += " AND check_id = %s"
-                args = (check,)
-            for check_id, vantage in conn.execute(query, args).fetchall():
-                self._fill_gaps(conn, check_id, vantage, -(2**62))
-
     def _insert_events(self, conn: Any, events: list[IncidentEvent]) -> None:
         if not events:
             return
@@ -464,7 +453,14 @@ class PostgreSQLStore:
         if not_ok:
             where = (where + " AND " if where else "WHERE ") + "outcome <> 'ok'"
         query = f"SELECT body FROM records {where} ORDER BY started_ms, id"
-        # A server-side cursor: a long listing streams instead of being held in memory.
+        if check is not None:
+            # One check (the evaluator asks 10,000 times a report): one round trip.
+            with self.connection() as conn:
+                rows = conn.execute(query, args).fetchall()
+            for (body,) in rows:
+                yield decode_record(body)
+            return
+        # A whole profile: a server-side cursor streams it instead of holding it in memory.
         with self._transaction() as conn, conn.cursor(name="probecore_records") as cur:
             cur.itersize = 5000
             cur.execute(query, args)
@@ -474,14 +470,7 @@ class PostgreSQLStore:
     def evidence(self, check: str, since_ms: int, until_ms: int,
                  max_gap_ms: int) -> dict[str, list[tuple[int, int]]]:
         with self.connection() as conn:
-            with conn.pipeline():
-                missing = conn.execute("SELECT 1 FROM records WHERE check_id = %s AND gap_ms IS NULL "
-                                       "AND started_ms < %s LIMIT 1", (check, until_ms))
-                found = conn.execute(_EVIDENCE, {"c": check, "h": max_gap_ms, "s": since_ms, "u": until_ms})
-            if missing.fetchone() is not None:
-                self.refresh_gaps(check)
-                found = conn.execute(_EVIDENCE, {"c": check, "h": max_gap_ms, "s": since_ms, "u": until_ms})
-            rows = found.fetchall()
+            rows = conn.execute(_EVIDENCE, {"c": check, "h": max_gap_ms, "s": since_ms, "u": until_ms}).fetchall()
         runs: dict[str, list[tuple[int, int]]] = {}
         for vantage, first, last, gaps in sorted(rows):
             spans, begin = [], first
@@ -499,7 +488,7 @@ class PostgreSQLStore:
         with self.connection() as conn:
             rows = conn.execute(
                 "SELECT m.at, (SELECT r.started_ms FROM records r WHERE r.check_id = %s AND r.vantage = %s "
-                "AND r.started_ms > m.at ORDER BY r.started_ms LIMIT 1) FROM unnest(%s::bigint[]) AS m(at)",
+                "AND r.started_ms > m.at ORDER BY r.started_ms LIMIT 1) FROM unnest(%b::int8[]) AS m(at)",
                 (check, vantage, moments)).fetchall()
         return {moment: nxt for moment, nxt in rows}
 
