@@ -390,3 +390,16 @@ def test_a_killed_agent_takes_its_browser_with_it(tmp_path: Path) -> None:
     while chromium_processes(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert chromium_processes(tmp_path) == []
+
+
+async def test_the_browser_outlives_idle_worker_threads(site: Nginx) -> None:
+    """The parent-death signal belongs to the thread that forked: a browser forked from one of
+    trio's worker threads was killed when that thread idled out (10 s). Still there after 12 s."""
+    kind = BrowserProbe()
+    config = BrowserConfig(url=f"{site.url}inbox.html")
+    async with kind.lifespan([config]):
+        pids = kind.browser_pids()
+        await trio.sleep(12.0)
+        later = await kind.check(config, CheckContext("pages/later", "test"))
+        assert later.failure is not None and later.failure.code == "http_status", later
+        assert kind.browser_pids() == pids

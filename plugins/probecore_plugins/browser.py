@@ -576,7 +576,9 @@ class _Browser:
         self.pages = trio.CapacityLimiter(max_pages)
         self.dead: str | None = None
         self.pid: int | None = None
-        self._process: trio.Process | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr_pipe: trio.lowlevel.FdStream | None = None
+        self._group_gone = False
         self._ws: Any = None
         self._stream: trio.SocketStream | None = None
         self._profile_dir: str | None = None
@@ -601,12 +603,17 @@ class _Browser:
             argv = [setpriv, "--pdeathsig", "KILL", *argv]
         try:
             # Its own process group (session), so that close() can kill renderers and zygotes too.
-            self._process = await trio.lowlevel.open_process(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, start_new_session=True)
+            # Started from this thread, not trio's open_process (which forks in a worker thread):
+            # the parent-death signal fires when the *thread* that forked exits, and trio's idle
+            # worker threads exit after seconds.
+            self._process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             self._forget_profile()
             raise BrowserError("browser_missing", f"cannot start {self.executable}: {exc.strerror}") from None
+        assert self._process.stderr is not None
+        self._stderr_pipe = trio.lowlevel.FdStream(os.dup(self._process.stderr.fileno()))
+        self._process.stderr.close()
         self.pid = self._process.pid
         self.nursery.start_soon(self._watch)
         try:
@@ -633,10 +640,10 @@ class _Browser:
             raise
 
     async def _devtools_url(self) -> str | None:
-        assert self._process is not None and self._process.stderr is not None
+        assert self._stderr_pipe is not None
         buffered = b""
         while True:
-            chunk = await self._process.stderr.receive_some(65536)
+            chunk = await self._stderr_pipe.receive_some(65536)
             if not chunk:
                 raise BrowserError("browser_crashed", f"{self.executable} exited while starting"
                                    f"{self._stderr_tail(buffered)}")
@@ -651,22 +658,22 @@ class _Browser:
 
     async def _drain_stderr(self) -> None:
         # Chromium writes to stderr all along: unread, a full pipe would stop it.
-        assert self._process is not None and self._process.stderr is not None
+        assert self._stderr_pipe is not None
         try:
             buffered = b""
-            while chunk := await self._process.stderr.receive_some(65536):
+            while chunk := await self._stderr_pipe.receive_some(65536):
                 *lines, buffered = (buffered + chunk).split(b"\n")
                 self._stderr.extend(t for line in lines if (t := line.decode(errors="replace").strip()))
         except (trio.ClosedResourceError, trio.BrokenResourceError, OSError):
             return
 
     async def _watch(self) -> None:
-        # The only task that waits for the process while it runs (trio allows one waiter);
-        # close() waits once this task is gone.
-        assert self._process is not None
-        status = await self._process.wait()
+        # The only task that waits for the process while it runs (trio allows one waiter on
+        # a file descriptor); close() waits once this task is gone.
+        status = await self._exited()
         self._die(f"{os.path.basename(self.executable)} exited with status {status}{self._stderr_tail()}")
-        self.kill()
+        self.kill()  # its renderers and zygote, at once, while the group id is surely still ours
+        self._group_gone = True
         if self._stream is not None:
             await self._stream.aclose()
 
@@ -684,8 +691,9 @@ class _Browser:
                 if handler is not None:
                     handler(message.get("method", ""), message.get("params", {}))
         except (self._closed, trio.ClosedResourceError, trio.BrokenResourceError, ValueError) as exc:
+            why = getattr(exc, "reason", None) or exc
             self._die(f"the DevTools connection to {os.path.basename(self.executable)} closed "
-                      f"({type(exc).__name__}){self._stderr_tail()}")
+                      f"({type(exc).__name__}: {why}){self._stderr_tail()}")
 
     def _die(self, reason: str) -> None:
         """Fail every call in flight and wake every page: nothing waits on a dead browser."""
@@ -765,15 +773,32 @@ class _Browser:
         self.kill()
         if self._stream is not None:
             await self._stream.aclose()
+        if self._stderr_pipe is not None:
+            await self._stderr_pipe.aclose()
         if self._process is not None:
-            if self._process.stderr is not None:
-                await self._process.stderr.aclose()
-            await self._process.wait()
+            await self._exited()
+
+    async def _exited(self) -> int:
+        """Wait for the browser process to exit (a pidfd where the kernel has them) and reap it."""
+        assert self._process is not None
+        if self._process.returncode is not None:  # reaped: its pid may be someone else's now
+            return self._process.returncode
+        try:
+            pidfd = os.pidfd_open(self._process.pid)
+        except (AttributeError, OSError):  # no pidfd (old kernel) or already reaped
+            while self._process.poll() is None:
+                await trio.sleep(0.05)
+            return self._process.returncode
+        try:
+            await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+        return self._process.wait()
 
     def kill(self) -> None:
         """SIGKILL the browser's process group and remove its profile directory (idempotent)."""
         self._die(self.dead or "the browser was stopped")
-        if self.pid is not None:
+        if self.pid is not None and not self._group_gone:
             try:
                 os.killpg(self.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
