@@ -1,10 +1,10 @@
 """The scale-out lab: three vantages in three network namespaces, a service in a fourth, a real
 PostgreSQL, real agents and judges as processes (``probe agent`` / ``probe judge``).
 
-Topology (tests/netlab.py, as root): hosts ``a`` (vantage bj, two agents), ``b`` (sh), ``c``
-(gz) and ``s`` (the service), links ``as``, ``bs``, ``cs`` from each vantage to the service,
-each through the user-space relay that can cut it. The service answers on 10.201.0.1 (an
-address on ``s``'s loopback, routed from each vantage over its own link), so every vantage
+Topology (tests/netlab.py, as root): hosts ``bj`` (two agents), ``sh``, ``gz`` and ``svc`` (the
+service), links ``vb``, ``vs``, ``vg`` from each vantage to the service, each through the
+user-space relay that can cut it. The service answers on 10.201.0.1 (an address on ``svc``'s
+loopback, routed from each vantage over its own link), so every vantage
 probes the same target by its own path. Agents and judges reach PostgreSQL by its unix socket
 (the namespaces share the file system, not the network).
 
@@ -32,8 +32,9 @@ from tests.netlab import LinkSpec, ip, lab_or_skip
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE = "10.201.0.1"
-VANTAGES = {"bj": "a", "sh": "b", "gz": "c"}
-LINKS = {"bj": "as", "sh": "bs", "gz": "cs"}
+# Host names of their own (the session's lab of other tests, in this process, has a, b, c).
+VANTAGES = {"bj": "bj", "sh": "sh", "gz": "gz"}
+LINKS = {"bj": "vb", "sh": "vs", "gz": "vg"}
 CHECKS = 4
 LEASE = "2s"
 
@@ -61,10 +62,10 @@ events = ["confirmed", "resolved"]
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    links = [LinkSpec(name, host, "s") for name, host in (("as", "a"), ("bs", "b"), ("cs", "c"))]
-    with lab_or_skip(hosts=("a", "b", "c", "s"), links=links,
+    links = [LinkSpec(LINKS[vantage], host, "svc") for vantage, host in VANTAGES.items()]
+    with lab_or_skip(hosts=(*VANTAGES.values(), "svc"), links=links,
                      workdir=tmp_path_factory.mktemp("netlab-scale")) as lab:
-        ip("addr", "add", f"{SERVICE}/32", "dev", "lo", netns=lab.hosts["s"])
+        ip("addr", "add", f"{SERVICE}/32", "dev", "lo", netns=lab.hosts["svc"])
         for vantage, host in VANTAGES.items():
             link = lab.links[LINKS[vantage]]
             ip("route", "add", f"{SERVICE}/32", "via", link.right4, netns=lab.hosts[host])
@@ -120,7 +121,7 @@ def test_three_vantages_quorum_failover(lab, postgresql_server, postgresql_url, 
                 procs[name] = lab.spawn(host, *cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=log)
 
-    with lab.http_backend("s", SERVICE) as port:
+    with lab.http_backend("svc", SERVICE) as port:
         checks = "".join(f'[[check]]\nid = "c{i}"\nprobe = "tcp"\nhost = "{SERVICE}"\nport = {port}\n'
                          for i in range(CHECKS))
         profile = tmp_path / "lab.toml"
@@ -135,9 +136,9 @@ def test_three_vantages_quorum_failover(lab, postgresql_server, postgresql_url, 
             wait(lambda: sum(leading(p) for p in judge_ports.values()) == 1, 30, "one leading judge")
 
             time.sleep(4)                                    # all well
-            lab.links["as"].down()                           # bj alone cut off
+            lab.links[LINKS["bj"]].down()                           # bj alone cut off
             time.sleep(5)
-            lab.links["as"].up()
+            lab.links[LINKS["bj"]].up()
             time.sleep(2)
             one_cut_over = time.time()
             procs["bj1"].send_signal(signal.SIGKILL)         # an agent of bj dies
@@ -146,16 +147,16 @@ def test_three_vantages_quorum_failover(lab, postgresql_server, postgresql_url, 
             killed_checked = time.time()
 
             leader = next(n for n, p in judge_ports.items() if leading(p))
-            lab.links["as"].down()                           # bj and sh cut off: a quorum
-            lab.links["bs"].down()
+            lab.links[LINKS["bj"]].down()                           # bj and sh cut off: a quorum
+            lab.links[LINKS["sh"]].down()
             time.sleep(0.5)
             procs[leader].send_signal(signal.SIGKILL)        # the leading judge dies
             procs[leader].wait(10)
             survivor = next(n for n in judge_ports if n != leader)
             wait(lambda: leading(judge_ports[survivor]), 15, "the other judge to lead")
             time.sleep(6)
-            lab.links["as"].up()
-            lab.links["bs"].up()
+            lab.links[LINKS["bj"]].up()
+            lab.links[LINKS["sh"]].up()
             time.sleep(6)
         finally:
             for proc in procs.values():
