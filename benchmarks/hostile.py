@@ -185,6 +185,11 @@ def servers_worker() -> None:
         pass
 
 
+def timeout_for(interval: float) -> float:
+    """The checks' timeout: 5 s, or the interval if that is shorter (a profile requires it)."""
+    return min(TIMEOUT_S, interval)
+
+
 def hostile_address(index: int) -> str:
     return f"127.0.1.{index + 1}"
 
@@ -377,7 +382,7 @@ def profile_text(healthy: int, hostile: int, interval: float, ports: dict[str, A
     ok = ports["healthy"]
     lines = [f'[profile]\nname = "{PROFILE_NAME}"\n',
              f'[defaults]\ninterval = "{format_duration(interval)}"\n'
-             f'timeout = "{format_duration(TIMEOUT_S)}"\nconfirm = 2\n']
+             f'timeout = "{format_duration(timeout_for(interval))}"\nconfirm = 2\n']
     secret = f'{{ env = "{PASSWORD_ENV}" }}'
 
     def mail(check_id: str, smtp: tuple[str, int], receive: str, receiver: tuple[str, int]) -> str:
@@ -543,7 +548,7 @@ def start_servers() -> tuple[subprocess.Popen[str], dict[str, Any]]:
     line = proc.stdout.readline()
     if not line:
         proc.wait()
-        raise SystemExit(f"hostile benchmark: the servers did not start (exit status {proc.returncode})")
+        fail(f"the servers did not start (exit status {proc.returncode})")
     return proc, json.loads(line)
 
 
@@ -560,8 +565,14 @@ def run_measure(mode: str, args: argparse.Namespace, ports: dict[str, Any]) -> d
     proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=None if not args.quiet else subprocess.DEVNULL,
                           text=True, cwd=ROOT, check=False)
     if proc.returncode != 0 or not proc.stdout.strip():
-        raise SystemExit(f"hostile benchmark: the {mode} run failed (exit status {proc.returncode})")
+        fail(f"the {mode} run failed (exit status {proc.returncode})")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def fail(message: str) -> None:
+    """A run crashed: one line on stderr, exit status 2."""
+    sys.stderr.write(f"hostile benchmark: {message}\n")
+    raise SystemExit(2)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -572,7 +583,7 @@ def combine(args: argparse.Namespace, base: dict[str, Any], mixed: dict[str, Any
     figures: dict[str, Any] = {
         "schema": SCHEMA, "short": args.short, "healthy_checks": args.healthy,
         "hostile_checks": args.hostile, "hostile_rows": len(args.rows),
-        "interval_s": args.interval_s, "timeout_s": TIMEOUT_S, "seconds": args.seconds,
+        "interval_s": args.interval_s, "timeout_s": timeout_for(args.interval_s), "seconds": args.seconds,
         "healthy_only": base, "mixed": mixed,
         "lateness_p99_ratio": _ratio(mixed["lateness_p99_ms"], base["lateness_p99_ms"]),
         "cpu_ratio": _ratio(mixed["cpu_s"], base["cpu_s"]),
