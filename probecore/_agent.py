@@ -13,9 +13,9 @@ asks whether this agent owns the check now; only the owner runs it.
 * An agent that joins owns nothing for its first heartbeat period, so that the others have seen
   it (and dropped what it takes) before it probes.
 * An agent that stops cleanly leaves the membership: the others take its checks at their next
-  heartbeat. One that dies stops heartbeating: its lease (default 15 s) runs out and the others
-  take its checks at their next heartbeat after that: within ``lease + lease / 3``, so within one
-  interval of a check whose interval is longer than that.
+  heartbeat. One that dies stops heartbeating: its lease runs out and the others take its checks
+  at their next heartbeat after that: within ``lease + lease / 3``. The default lease (15 s, or
+  ¾ of the shortest interval if that is less, at least 1.5 s) makes that one interval.
 * An agent that cannot reach the store for a whole lease owns nothing until it can (others may
   have taken its checks meanwhile): it never probes on a stale view.
 """
@@ -45,13 +45,22 @@ from ._scheduler import DEFAULT_MAX_CONCURRENCY, DEFAULT_PER_HOST, Scheduler
 from ._store import Store, call_store
 
 DEFAULT_LEASE = 15.0
+MIN_LEASE = 1.5
+
+
+def default_lease(checks: Sequence[Check]) -> float:
+    """The lease when none is given: 15 s, shortened to ¾ of the shortest interval (at least
+    1.5 s), so that a dead agent's checks move within one interval of each."""
+    shortest = min((float(c.interval) for c in checks), default=DEFAULT_LEASE)
+    return max(MIN_LEASE, min(DEFAULT_LEASE, 0.75 * shortest))
 
 
 @dataclass
 class AgentOptions:
     vantage: str
-    lease: float = DEFAULT_LEASE
-    """Seconds without a heartbeat after which an agent's checks go to the others."""
+    lease: float | None = None
+    """Seconds without a heartbeat after which an agent's checks go to the others (default:
+    :func:`default_lease` of its checks)."""
     agent_id: str = ""
     """This agent's member name (default: ``host-pid-random``)."""
     clock: WallClock = field(default_factory=SystemClock)
@@ -185,7 +194,8 @@ async def run_agent(profiles: Sequence[Profile], host: PluginHost, store: Store,
     pipeline = Pipeline(store, {}, track=False, attribute=attribute, on_observed=on_observed,
                         on_stored=[hooks, *on_stored], batch_size=options.batch_size,
                         flush_interval=options.flush_interval)
-    membership = Membership(coordination, options.vantage, options.agent_id, options.lease)
+    lease = options.lease if options.lease is not None else default_lease(checks)
+    membership = Membership(coordination, options.vantage, options.agent_id, lease)
     scheduler = Scheduler(checks, host.probes, submit=pipeline.submit, clock=options.clock,
                           vantage=options.vantage, max_concurrency=options.max_concurrency,
                           per_host=options.per_host, should_run=membership.owns)

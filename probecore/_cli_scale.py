@@ -36,8 +36,9 @@ def add_parsers(sub: Any) -> None:
     agent.add_argument("profiles", metavar="PROFILE", nargs="+", help="service profiles (TOML)")
     agent.add_argument("--vantage", metavar="NAME", required=True, help="where this agent probes from")
     _shared_store_option(agent)
-    agent.add_argument("--lease", metavar="DURATION", type=_duration, default=15.0,
-                       help='how long a silent agent keeps its checks (default "15s"; heartbeats every third of it)')
+    agent.add_argument("--lease", metavar="DURATION", type=_duration, default=None,
+                       help='how long a silent agent keeps its checks (default "15s", or 3/4 of the '
+                       'shortest check interval if less, at least 1.5s; heartbeats every third of it)')
     agent.add_argument("--for", dest="run_for", metavar="DURATION", default=None, type=_duration,
                        help='stop after DURATION (default: until SIGINT/SIGTERM)')
     agent.add_argument("--max-concurrency", type=_positive, default=DEFAULT_MAX_CONCURRENCY, metavar="N",

@@ -15,8 +15,8 @@ state set (``probecore_probe_outcome{outcome}`` 1 for the current one), attempts
 failure code of the last failure (``probecore_probe_failure_info``). Scheduler: a histogram of
 lateness (slot → start), missed (skipped) slots per check, checks planned and owned. Incidents:
 ``probecore_incident_state{state}`` per tracked stream (``run``, ``judge``). Objectives (judged
-every minute from the store: ``run``, ``judge``): met, budget used and remaining as ratios.
-Outbox: deliveries pending per profile. Judge: leader or not, records followed, rounds pending.
+from the store every 5 minutes, as the delivery worker does: ``run``, ``judge``): met, budget
+used and remaining as ratios. Outbox: deliveries pending per profile (every 15 s). Judge: leader or not, records followed, rounds pending.
 Agent: members of its vantage.
 
 Values are read at scrape time from the objects that own them (the scheduler's stats, the
@@ -39,7 +39,8 @@ from ._record import SLIRecord
 OUTCOMES = ("ok", "fail", "error")
 STATES = ("ok", "suspected", "confirmed")
 LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-REFRESH_S = 60.0
+REFRESH_S = 15.0
+EVALUATE_S = 300.0
 _STATE_AFTER = {"suspected": "suspected", "confirmed": "confirmed", "resolved": "ok", "flap": "ok"}
 
 
@@ -125,17 +126,22 @@ class Metrics:
                 self.budget_left.labels(profile, objective.id).set(1.0 - objective.budget_used)
 
     async def refresh_store(self, store: Any, profiles: Sequence[Any], evaluators: Any = None, *,
-                            every: float = REFRESH_S) -> None:
-        """Every *every* seconds: outbox depth (and, with *evaluators*, the objectives), until
-        cancelled. Errors are skipped (the next round tries again)."""
+                            every: float = REFRESH_S, evaluate_every: float = EVALUATE_S) -> None:
+        """Every *every* seconds the outbox depth and, with *evaluators*, every *evaluate_every*
+        seconds the objectives (a month's evaluation is not free), until cancelled. Errors are
+        skipped (the next round tries again)."""
         from ._store import call_store
 
+        next_evaluation = trio.current_time()
         while True:
+            evaluate = evaluators is not None and trio.current_time() >= next_evaluation
+            if evaluate:
+                next_evaluation = trio.current_time() + evaluate_every
             for profile in profiles:
                 try:
                     pending = await call_store(store, store.deliveries, profile.name, "pending")
                     self.outbox.labels(profile.name).set(len(pending))
-                    if evaluators is not None and profile.objective_configs:
+                    if evaluate and profile.objective_configs:
                         report = await call_store(store, _judge_month, profile, store, evaluators)
                         self.report(report, profile.name)
                 except Exception:  # a metric is not worth stopping the run for

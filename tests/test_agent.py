@@ -4,12 +4,13 @@ one twice, and the checks of an agent that stops move to the others."""
 from __future__ import annotations
 
 import os
+import dataclasses
 from collections import Counter
 
 import pytest
 import trio
 
-from probecore import load_profile
+from probecore import Duration, load_profile
 from probecore._agent import AgentOptions, Membership, agent_checks, run_agent
 from probecore._coordination import owner
 from probecore._errors import UsageError
@@ -157,3 +158,16 @@ def test_agent_and_judge_never_show_the_stores_password(tmp_path, postgresql_ser
     for text in outputs:
         assert postgresql_server.password not in text and postgresql_server.password[4:] not in text
     assert "probecore_pw@" in outputs[0]  # the URL is shown, without its password
+
+
+def test_the_default_lease_moves_a_dead_agents_checks_within_one_interval(profile):
+    from probecore._agent import default_lease
+
+    profile, _ = profile
+    lease = default_lease(profile.checks)                 # 1 s checks: the floor
+    assert lease == 1.5
+    fast = list(profile.checks)
+    minute = [dataclasses.replace(c, interval=Duration(60.0)) for c in fast]
+    assert default_lease(minute) == 15.0                  # 15 + 5 s < 60 s
+    eight = [dataclasses.replace(c, interval=Duration(8.0)) for c in fast]
+    assert default_lease(eight) * 4 / 3 <= 8.0            # lease + lease/3 within the interval
