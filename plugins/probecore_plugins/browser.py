@@ -16,14 +16,14 @@ user_field = "#user", password_field = "#password", submit = "button[type=submit
 expect = "#inbox" }``: before each attempt's timed page the probe opens ``login.url``, fills the
 two fields, clicks ``submit``, waits for the page that follows to load and (with ``expect``)
 checks that the selector is on it; the session's cookies then carry over to ``url``. The
-password is read through ``ctx.reveal``, so the scheduler scrubs it from every record. A form that does not navigate when submitted runs
-into the check's timeout (phase ``login``).
+password is read through ``ctx.reveal``, so the scheduler scrubs it from every record. A form
+that does not navigate when submitted runs into the check's timeout (phase ``login``).
 
 The headline value is the **open time**: from the start of the navigation to the end of the
 page's load event (``loadEventEnd``), or to ``wait_for``'s selector appearing if that is later.
 Phases, in order, are the Navigation Timing breakdown of the timed page: ``redirect`` (when the
-URL redirected within its origin), ``dns``, ``connect``,
-``tls`` (https only), ``ttfb`` (request sent → first byte), ``dom_content_loaded`` (first byte →
+URL redirected within its origin), ``dns``, ``connect``, ``tls`` (https only), ``ttfb``
+(request sent → first byte), ``dom_content_loaded`` (first byte →
 DOMContentLoaded handlers done), ``load`` (→ load handlers done, sub-resources included), and
 ``wait_for`` (load → selector) when set; ``browser`` (a fresh context, and a start of Chromium
 when it had to be restarted) and ``login`` come first when they take time. Details:
