@@ -34,6 +34,7 @@ from ._groups import parent_check
 from ._incidents import IncidentEvent, IncidentTracker
 from ._plugins import PluginHost
 from ._profile import Check, Profile, load_profile
+from ._quorum import merge_vantages
 from ._record import ATTRIBUTIONS, Failure, SLIRecord, format_timestamp, parse_timestamp, timestamp_ms
 from ._store import Store
 from ._timeline import Stream, stream_events
@@ -530,10 +531,20 @@ def incident_events(store: Store, profile: Profile) -> list[IncidentEvent]:
         check = checks.get(parent_check(check_id))
         if check is None:  # a check no longer in the profile: its stored events stand
             continue
+        if check.vantages and check_id == check.full_id:
+            continue  # judged by the vantage quorum: below
         following = store.following(check_id, vantage, [timestamp_ms(r.started_at) for r in not_ok])
         stream = Stream(check_id, vantage, (), not_ok, following, check.confirm, 0)
         for event in stream_events(stream):
             found.setdefault(event.event_id, event)
+    # A check with vantages: its incidents are those of the merged rounds (as probe judge and
+    # probe report see them), never one vantage's own.
+    for check in profile.checks:
+        if check.vantages:
+            rounds = merge_vantages(check, store.records(check=check.full_id))
+            for stream in Stream.from_records(rounds, confirm=check.confirm, hold=0):
+                for event in stream_events(stream):
+                    found.setdefault(event.event_id, event)
     return sorted(found.values(), key=lambda e: (timestamp_ms(e.at), EVENT_ORDER[e.kind]))
 
 

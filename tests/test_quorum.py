@@ -180,3 +180,26 @@ def test_the_report_judges_the_merged_rounds(tmp_path):
     assert lone.attribution == "probe" and lone.down_s == 0 and lone.excluded == "probe"
     assert outage.vantage == "quorum" and outage.attribution == "provider" and outage.down_s == 600
     assert outage.start == format_timestamp_ms((base + 20) * 60_000 + round(check.phase_offset * 1000))
+
+
+def test_incident_list_names_the_quorum_incidents(tmp_path, capsys):
+    """probe incident list derives a check's incidents from its merged rounds, like the judge."""
+    import json
+
+    from probecore import encode_record
+    from probecore._cli import main
+
+    path = write_profile(tmp_path, PROFILE.replace('probe = "scripted"', 'probe = "tcp"\nhost = "127.0.0.1"\nport = 9'))
+    check = load_profile(path, make_host().probes).checks[0]
+    records = []
+    for k, bad in enumerate([set(), {"bj"}, {"bj"}, {"bj"}, {"bj", "sh"}, {"bj", "sh"}, set()], start=100):
+        records += [rec(check, v, k, "fail" if v in bad else "ok") for v in check.vantages]
+    data = tmp_path / "r.jsonl"
+    data.write_bytes(b"".join(encode_record(r) + b"\n" for r in records))
+    store = f"sqlite:{tmp_path / 's.db'}"
+    assert main(["records", "import", str(data), "--store", store]) == 0
+    capsys.readouterr()
+    assert main(["incident", "list", str(path), "--store", store, "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    incidents = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert len(incidents) == 1 and "@quorum@" in json.dumps(incidents[0]), out
