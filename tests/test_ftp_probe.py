@@ -506,6 +506,34 @@ timeout = "20s"
     assert established_to({server.port}) == []
 
 
+@pytest.mark.parametrize("tls", ["implicit", "explicit"])
+async def test_stalled_tls_handshake_is_cut_at_the_timeout(tmp_path: Path, nursery: trio.Nursery,
+                                                           tls: str) -> None:
+    """A server that never answers the ClientHello: the attempt ends at its timeout, its socket
+    closed (was: the close then waited its whole 2 s grace for a stream that no longer owned
+    its transport, so the attempt took the timeout + 2 s)."""
+    hostile = Hostile("tls_stall", **({"greeting": b"220 hi\r\n", "script": (b"234 go\r\n",)}
+                                      if tls == "explicit" else {}))
+    server = await start_hostile(nursery, hostile)
+    scheme = "ftps" if tls == "implicit" else "ftp"
+    extra = 'tls = "explicit"\n' if tls == "explicit" else ""
+    records = await run_once(tmp_path, f"""
+[[check]]
+id = "stall"
+probe = "ftp"
+url = "{scheme}://someone@127.0.0.1:{server.port}/"
+verify = false
+timeout = "1s"
+{extra}""")
+    record = records["stall"]
+    assert record.outcome == "fail"
+    assert record.failure is not None
+    assert record.failure.message == "no result within 1s (during tls)"
+    assert record.duration_s < 2.5  # 1 s, and a close that takes no grace
+    await assert_no_asyncio_task_left()
+    assert established_to({server.port}) == []
+
+
 async def test_endless_banners_do_not_slow_other_ftp_checks(tmp_path: Path, vsftpd: Vsftpd) -> None:
     """30 checks against servers whose ``220-`` banner never ends, beside 10 logins to vsftpd:
     the logins are not held up (was: a median 3.9 s instead of ~10 ms, 138–250 MB)."""

@@ -489,9 +489,14 @@ class _Session:
                 control.append(stream.writer)
         for writer in data:
             _reset(writer)
+        # A writer whose TLS handshake was cut short no longer owns its transport (asyncio's
+        # TLS protocol does) and never hears of the close: waiting for it took the whole
+        # CLOSE_GRACE. abort() closes every socket on the loop's next turn all the same.
+        owned = [w for w in data + control if _owns_transport(w)]
         for writer in data + control:
             writer.transport.abort()
-        for writer in data + control:
+        await asyncio.sleep(0)
+        for writer in owned:
             try:
                 await writer.wait_closed()
             except Exception:  # noqa: BLE001 — the connection's own error, already judged
@@ -680,6 +685,14 @@ async def _read_at_most(reader: asyncio.StreamReader, count: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
+
+
+def _owns_transport(writer: asyncio.StreamWriter) -> bool:
+    """Whether the writer's stream still gets its transport's events (so can wait for its close)."""
+    try:
+        return isinstance(writer.transport.get_protocol(), asyncio.StreamReaderProtocol)
+    except AttributeError:  # a TLS transport already closed has no protocol left
+        return False
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
