@@ -38,7 +38,7 @@ from ._coordination import Coordination, coordination_of, owner
 from ._errors import UsageError
 from ._pipeline import ObservedCallback, Pipeline, StoredCallback
 from ._plugins import PluginHost
-from ._profile import QUORUM_VANTAGE, Check, Profile
+from ._profile import NAME_RE, QUORUM_VANTAGE, Check, Profile
 from ._record import SLIRecord
 from ._runner import SHUTDOWN_WRITE_ATTEMPTS, RunResult, _stop_on_signal
 from ._scheduler import DEFAULT_MAX_CONCURRENCY, DEFAULT_PER_HOST, Scheduler
@@ -173,6 +173,9 @@ async def run_agent(profiles: Sequence[Profile], host: PluginHost, store: Store,
     before this returns."""
     if options.vantage == QUORUM_VANTAGE:
         raise UsageError(f'probe agent: --vantage "{QUORUM_VANTAGE}" is reserved (the vantage of merged rounds)')
+    if not NAME_RE.match(options.vantage):
+        raise UsageError(f'probe agent: --vantage "{options.vantage}": expected a lower-case name of letters, '
+                         'digits, ".", "_" or "-" (as profiles name vantages)')
     check_profiles(profiles, "agent")
     checks = agent_checks(profiles, options.vantage)
     if not checks:

@@ -31,6 +31,7 @@ import os
 import secrets
 import socket
 import sys
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,8 +164,8 @@ class Judge:
         self.checks: dict[str, Check] = {c.full_id: c for p in profiles for c in p.checks}
         self.prefixes = [p.name + "/" for p in profiles]
         self.stats = JudgeStats()
-        self.events: list[IncidentEvent] = []
-        """Every event this judge wrote (tests, summaries)."""
+        self.events: deque[IncidentEvent] = deque(maxlen=10_000)
+        """The latest events this judge wrote (tests, summaries)."""
         self.workers: dict[str, Any] = {}
         self._warn = warn or _warn_stderr
         self._term: _Term | None = None

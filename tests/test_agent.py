@@ -122,6 +122,8 @@ def test_agent_refuses_the_reserved_vantage_and_a_store_that_cannot_coordinate(p
     try:
         with pytest.raises(UsageError, match='"quorum" is reserved'):
             trio.run(lambda: run_agent([profile], host, store, AgentOptions(vantage="quorum", handle_signals=False)))
+        with pytest.raises(UsageError, match='--vantage "Bei Jing": expected a lower-case name'):
+            trio.run(lambda: run_agent([profile], host, store, AgentOptions(vantage="Bei Jing", handle_signals=False)))
         with pytest.raises(UsageError, match="cannot coordinate agents"):
             trio.run(lambda: run_agent([profile], host, store, AgentOptions(vantage="bj", handle_signals=False)))
     finally:
