@@ -7,8 +7,9 @@ judge's state and its feed of new records (``probe agent`` / ``probe judge``; th
   alive. Rows of agents gone for ten leases are deleted by the next heartbeat of their vantage.
 - **Leadership**: ``pg_try_advisory_lock`` on a connection of its own, held for as long as the
   judge leads. PostgreSQL releases it when that session ends (the judge exits, is killed, or its
-  connection breaks: the server notices the closed socket at once, or after TCP keepalives on a
-  dead network), and the next judge's :meth:`try_lead` takes it. A leader checks its session at
+  connection breaks: the server notices a closed socket at once, and a silent one by the
+  session's own TCP keepalives and user timeout, set to ~15 s), and the next judge's
+  :meth:`try_lead` takes it. A leader checks its session at
   each :meth:`try_lead`: a broken one means it no longer leads.
 - **State**: ``judge_state`` (key → text).
 - **New records**: :meth:`records_after` reads ``records`` by id (the store's insertion
@@ -26,6 +27,8 @@ from typing import Any
 from probecore import SLIRecord, StoreError, decode_record
 
 CONNECT_TIMEOUT_S = 10
+SERVER_KEEPALIVE = (("tcp_keepalives_idle", 5), ("tcp_keepalives_interval", 2), ("tcp_keepalives_count", 3),
+                    ("tcp_user_timeout", 15000))
 
 
 class PostgreSQLCoordination:
@@ -80,6 +83,11 @@ class PostgreSQLCoordination:
         except psycopg.Error as exc:  # said once by the judge; the password scrubbed as the store does
             raise StoreError(f"store {self._store.url}: {self._store._first_line(exc)}") from None
         try:
+            # The server must notice a leader cut off (not only one that exits): its own keepalives
+            # on this session end it, and with it the lock, ~15 s after the network went silent
+            # (the OS default would be hours). Ignored on a unix socket, where no cut can happen.
+            for setting, value in SERVER_KEEPALIVE:
+                conn.execute(f"SET {setting} = {value}")
             held = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
         except psycopg.Error:
             held = False
