@@ -79,7 +79,8 @@ class PostgreSQLCoordination:
             self.resign()
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                                   keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3)
+                                   keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
+                                   tcp_user_timeout=15000)  # and we notice too: no 15-minute hang
         except psycopg.Error as exc:  # said once by the judge; the password scrubbed as the store does
             raise StoreError(f"store {self._store.url}: {self._store._first_line(exc)}") from None
         try:
