@@ -55,6 +55,9 @@ class Coordination(Protocol):
     def last_record_id(self) -> int:
         """The highest record id (the store's insertion sequence) stored now; 0 if none."""
 
+    def first_id_since(self, started_ms: int, prefixes: list[str]) -> int | None:
+        """The lowest id of the records (of *prefixes*) that started at or after *started_ms*."""
+
     def records_after(self, after_id: int, prefixes: list[str], limit: int = 5000) -> list[tuple[int, SLIRecord]]:
         """``(id, record)`` of the records stored with an id above *after_id* whose check starts
         with one of *prefixes*, in id order, at most *limit*. Ids are taken at insert and seen

@@ -260,7 +260,7 @@ class Judge:
         def load() -> tuple[int, int, list[SLIRecord], dict[tuple[str, str], IncidentEvent]]:
             low_text = coordination.get_state(STATE_LOW.format(name=self.options.name))
             until_text = coordination.get_state(STATE_UNTIL.format(name=self.options.name))
-            low = int(low_text) if low_text else coordination.last_record_id()
+            hi = coordination.last_record_id()
             last: dict[tuple[str, str], IncidentEvent] = {}
             for prefix in self.prefixes:
                 for event in self.store.events(prefix=prefix):
@@ -273,6 +273,11 @@ class Judge:
             for event in last.values():
                 if event.kind in ("suspected", "confirmed"):
                     since = min(since, timestamp_ms(event.incident_started_at))
+            if low_text:
+                low = int(low_text)
+            else:  # the first judge: from the records it replays, so that those in flight now count
+                first = coordination.first_id_since(since, self.prefixes)
+                low = hi if first is None else min(hi, first - 1)
             records: list[SLIRecord] = []
             for prefix in self.prefixes:
                 records.extend(self.store.records(prefix=prefix, since=format_timestamp_ms(since)))

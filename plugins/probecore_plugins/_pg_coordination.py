@@ -123,6 +123,15 @@ class PostgreSQLCoordination:
         with self._store.connection() as conn:
             return conn.execute("SELECT COALESCE(max(id), 0) FROM records").fetchone()[0]
 
+    def first_id_since(self, started_ms: int, prefixes: list[str]) -> int | None:
+        """The lowest id of the records (of *prefixes*) that started at or after *started_ms*."""
+        if not prefixes:
+            return None
+        ranges, args = _prefix_ranges(prefixes)
+        with self._store.connection() as conn:
+            return conn.execute(f"SELECT min(id) FROM records WHERE started_ms >= %s AND ({ranges})",
+                                [started_ms, *args]).fetchone()[0]
+
     def records_after(self, after_id: int, prefixes: list[str], limit: int = 5000) -> list[tuple[int, SLIRecord]]:
         """``(id, record)`` of records with an id above *after_id* whose check starts with one of
         *prefixes* (``"<profile>/"``), in id order, at most *limit*."""
