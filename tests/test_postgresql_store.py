@@ -23,10 +23,19 @@ from probecore_plugins.postgresql import (
     SCHEMA_VERSION,
     PostgreSQLStore,
     StoreUnavailable,
+    month_bounds,
+    month_of,
     redact,
 )
 
-from probecore import StoreError, encode_record, open_store, timestamp_ms
+from probecore import (
+    SLIRecord,
+    StoreError,
+    encode_record,
+    format_timestamp_ms,
+    open_store,
+    timestamp_ms,
+)
 from probecore._cli import main
 from probecore.testing import make_host, write_profile
 from tests.conftest import assert_valid_records
@@ -356,3 +365,27 @@ def test_probe_run_once_prints_the_store_without_its_password(tmp_path, nginx, p
         assert [encode_record(r).decode() for r in store.records()] == [line]
     finally:
         store.close()
+
+
+def test_a_long_reader_does_not_hold_up_writes_for_next_months_partition(store, postgresql_url):
+    """Writing into the newest month also makes the next month's partition, which must wait for
+    every reader of ``records``; ahead of time the store gives up after a second instead."""
+    now = month_of(int(datetime.now(UTC).timestamp() * 1000))
+    newest = month_of(month_bounds(*now)[1])          # made on open, with the current one
+    after = month_of(month_bounds(*newest)[1])
+    after_name = f"records_p{after[0]:04d}{after[1]:02d}"
+
+    def record_in(month: tuple[int, int], minute: int) -> SLIRecord:
+        at = format_timestamp_ms(month_bounds(*month)[0] + 86_400_000 + minute * 60_000)
+        return SLIRecord(check="p/a", probe="tcp", target="192.0.2.1:80", vantage="v1", scheduled_at=at,
+                         started_at=at, duration_s=0.01, outcome="ok")
+
+    assert after_name not in _partitions(postgresql_url)
+    with psycopg.connect(postgresql_url) as reader:
+        reader.execute("SELECT count(*) FROM records")  # a report in progress: its transaction stays open
+        store.write([record_in(newest, 0)], [])
+        assert after_name not in _partitions(postgresql_url)
+        assert len(list(store.records(check="p/a"))) == 1
+    # The reader is gone: the next write makes it.
+    store.write([record_in(newest, 1)], [])
+    assert after_name in _partitions(postgresql_url)

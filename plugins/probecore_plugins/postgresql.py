@@ -256,7 +256,8 @@ class PostgreSQLStore:
                                    "(expected postgresql://user@host:port/database)")
         try:
             parts = urlsplit(url)
-            parts.port  # noqa: B018 - raises ValueError on a bad port
+            if "," not in parts.netloc:  # several hosts (h1:5432,h2:5432): libpq checks them
+                parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError as exc:
             raise StoreUnavailable(f"store {self.url}: bad URL: {exc}") from None
         if not parts.path.strip("/"):
@@ -331,14 +332,18 @@ class PostgreSQLStore:
                 conn.execute(MIGRATIONS[target - 1])
                 conn.execute("UPDATE probecore_schema SET version = %s", (target,))
 
-    def _ensure_partitions(self, conn: Any, months: set[tuple[int, int]]) -> None:
+    def _ensure_partitions(self, conn: Any, months: set[tuple[int, int]], *,
+                           lock_timeout_ms: int | None = None) -> None:
         """Create the monthly partitions of *months* that do not exist (in their own committed
-        transaction, under an advisory lock so that agents creating the same one do not clash)."""
+        transaction, under an advisory lock so that agents creating the same one do not clash).
+        With *lock_timeout_ms*, give up (``LockNotAvailable``) rather than wait longer for locks."""
         with self._partition_lock:
             missing = months - self._partitions
             if not missing:
                 return
             with conn.transaction():
+                if lock_timeout_ms is not None:
+                    conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(PARTITION_LOCK),))
                 existing = {name for (name,) in conn.execute(
                     "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
@@ -351,10 +356,23 @@ class PostgreSQLStore:
             self._partitions |= missing
 
     def _partitions_for(self, conn: Any, started: Iterable[int]) -> None:
+        import psycopg
+
         days = {ms // _DAY_MS for ms in started}
         months = {month_of(day * _DAY_MS) for day in days}
+        if not months:
+            return
         if months - self._partitions:
             self._ensure_partitions(conn, months)
+        ahead = month_of(month_bounds(*max(months))[1])
+        if ahead not in self._partitions:
+            # The next month's too, so that its first batch finds it made. Making a partition
+            # waits for every reader of records (a long report) and holds up writers behind it:
+            # ahead of time that is not worth waiting for; a later batch tries again.
+            try:
+                self._ensure_partitions(conn, {ahead}, lock_timeout_ms=1000)
+            except psycopg.errors.LockNotAvailable:
+                pass
 
     # ---- records and events ---------------------------------------------------------------------
 
