@@ -725,6 +725,69 @@ transfer_size = 5000
     assert established_to({port}) == []
 
 
+async def test_endless_listing_is_cut_at_its_bound(tmp_path: Path, nursery: trio.Nursery) -> None:
+    """A server whose LIST data never ends: the probe stops at 4 MiB (``reply_too_large``) and
+    resets the data connection, instead of reading (and holding) it until the timeout."""
+    sent = [0]
+
+    async def endless(stream: trio.SocketStream) -> None:
+        lines = [b"220 endless lister"]
+        buffer = b""
+        listener: trio.SocketListener | None = None
+        await stream.send_all(lines[0] + b"\r\n")
+        while True:
+            while b"\r\n" not in buffer:
+                chunk = await stream.receive_some()
+                if not chunk:
+                    return
+                buffer += chunk
+            raw, buffer = buffer.split(b"\r\n", 1)
+            verb = raw.decode().partition(" ")[0]
+            if verb == "USER":
+                await stream.send_all(b"331 password please\r\n")
+            elif verb in ("PASS", "TYPE"):
+                await stream.send_all(b"230 welcome\r\n" if verb == "PASS" else b"200 ok\r\n")
+            elif verb == "EPSV":
+                listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+                port = listener.socket.getsockname()[1]
+                await stream.send_all(f"229 Entering Extended Passive Mode (|||{port}|)\r\n".encode())
+            elif verb == "LIST" and listener is not None:
+                await stream.send_all(b"150 here it comes\r\n")
+                conn = await listener.accept()
+                await listener.aclose()
+                async with conn:
+                    entry = b"-rw-r--r-- 1 ftp ftp 0 Jan 01 00:00 file\r\n" * 256
+                    try:
+                        while True:
+                            await conn.send_all(entry)
+                            sent[0] += len(entry)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+                await stream.send_all(b"426 aborted\r\n")
+            else:
+                await stream.send_all(b"502 not implemented\r\n")
+
+    port = await serve(nursery, endless)
+    records = await run_once(tmp_path, f"""
+[[check]]
+id = "lister"
+probe = "ftp"
+url = "ftp://someone@127.0.0.1:{port}/"
+password = {{ env = "{WRONG_ENV}" }}
+list = true
+timeout = "20s"
+""")
+    record = records["lister"]
+    assert record.outcome == "fail"
+    assert record.failure is not None
+    assert (record.failure.code, record.failure.attribution) == ("reply_too_large", "provider")
+    assert record.failure.message == "LIST data: more than 4194304 bytes"
+    assert list(record.phases) == ["connect", "banner", "login", "list"]
+    assert record.duration_s < 10  # the bound, not the 20 s timeout
+    assert 4 * 1024 * 1024 < sent[0] < 64 * 1024 * 1024  # it stopped reading soon after
+    await assert_no_asyncio_task_left()
+
+
 async def test_missing_secret_and_missing_password_are_probe_errors(
         tmp_path: Path, vsftpd: Vsftpd) -> None:
     records = await run_once(tmp_path, f"""
