@@ -3,7 +3,7 @@ stores' write path, and ``probe report`` over a month of records read from Postg
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/scale.py --short                 # a minute or two
+    .venv/bin/python benchmarks/scale.py --short                 # about 10 s
     .venv/bin/python benchmarks/scale.py                         # 100,000 checks written; report: 10,000 checks × a month
     .venv/bin/python benchmarks/scale.py --skip-write --report-checks 10000 --report-interval 1h --json
 
@@ -254,12 +254,6 @@ def report_part(args: argparse.Namespace, pg: Postgres, work: Path) -> dict[str,
     reused = meta is not None and meta[0] == params and meta[1] == gen.total
     if not reused:
         url = pg.database(name, fresh=True)
-        if pg.server is not None:
-            free = shutil.disk_usage(pg.server.directory).free
-            if gen.total * BYTES_PER_RECORD > free * 0.9:
-                raise SystemExit(f"scale benchmark: {gen.total:,} records need about "
-                                 f"{gen.total * BYTES_PER_RECORD / 2**30:,.0f} GiB; "
-                                 f"{free / 2**30:,.0f} GiB free at {pg.server.directory}")
         progress(args, f"report: generating {gen.total:,} records into PostgreSQL …")
         store = PostgreSQLStore(url)
         pending: list[Any] = []
@@ -335,6 +329,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         with psycopg.connect(pg.url or pg.server.url) as conn:
             figures["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]
+        if not args.skip_report and pg.server is not None:
+            # Before anything is measured: a month of 1-minute records for 10,000 checks does not
+            # fit on most disks, and saying so after the write part would waste it.
+            setup = _report_module().make_setup(args.report_checks, args.month, args.report_interval,
+                                                args.seed, args.report_days)
+            free = shutil.disk_usage(pg.server.directory).free
+            need = setup.generator.total * BYTES_PER_RECORD
+            if need > free * 0.9:
+                raise SystemExit(f"scale benchmark: {setup.generator.total:,} records need about "
+                                 f"{need / 2**30:,.0f} GiB; {free / 2**30:,.0f} GiB free at "
+                                 f"{pg.server.directory} (fewer --report-checks, --report-days N or a "
+                                 "longer --report-interval)")
         if not args.skip_write:
             figures |= write_part(args, pg, work)
         if not args.skip_report:
