@@ -233,14 +233,9 @@ def _random_records(seed: int) -> list[SLIRecord]:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_the_evaluators_queries_agree_with_the_reference(store, store_url, seed, request):
-    if seed == 2 and store_url.startswith("sqlite:"):
-        # Seed 2 writes a batch whose rows lie on both sides of a record already stored: SQLite
-        # recomputes gaps only when a stored record is later than the batch's *last* row, so
-        # that record keeps its first-of-stream gap and evidence shows a bogus run. Strict:
-        # once SQLiteStore is fixed this passes and the marker must go.
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="SQLiteStore._insert_records misses gaps changed inside a batch's span"))
+def test_the_evaluators_queries_agree_with_the_reference(store, store_url, seed):
+    # Seed 2 writes a batch whose rows lie on both sides of a record already stored (SQLite
+    # once recomputed gaps only when a stored record was later than the batch's last row).
     records = _random_records(seed)
     rng = random.Random(seed)
     shuffled = records[:]

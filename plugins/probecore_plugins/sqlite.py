@@ -233,8 +233,8 @@ class SQLiteStore:
     def _insert_records(self, rows: list[tuple[str, str, int, str, str]]) -> int:
         """Insert *rows* (skipping those stored), each with its gap to the stream's previous
         record; returns how many were added. In stream and time order, so that rows of one
-        batch see each other; a row that lands before records already stored (an import into
-        the middle) changes the gap of the one after it, which is then recomputed."""
+        batch see each other; a row that lands before or between records already stored (an
+        import into the middle) changes the gap of the one after it, which is then recomputed."""
         rows = sorted(rows, key=lambda r: (r[0], r[1], r[2]))
         before = self._db.total_changes
         self._db.executemany(
@@ -242,15 +242,21 @@ class SQLiteStore:
             "VALUES (?1, ?2, ?3, ?4, ?5, COALESCE(?3 - (SELECT started_ms FROM records WHERE check_id = ?1 "
             f"AND started_ms < ?3 AND vantage = ?2 ORDER BY started_ms DESC LIMIT 1), {FIRST_GAP}))", rows)
         added = self._db.total_changes - before
-        span: dict[tuple[str, str], tuple[int, int]] = {}
+        starts: dict[tuple[str, str], set[int]] = {}
         for check, vantage, started, _, _ in rows:
-            first, last = span.get((check, vantage), (started, started))
-            span[(check, vantage)] = (min(first, started), max(last, started))
-        for (check, vantage), (first, last) in span.items():
+            starts.setdefault((check, vantage), set()).add(started)
+        for (check, vantage), batch in starts.items():
+            first, last = min(batch), max(batch)
             later = self._db.execute(
                 "SELECT 1 FROM records WHERE check_id = ? AND started_ms > ? AND vantage = ? LIMIT 1",
                 (check, last, vantage)).fetchone()
-            if later is not None:
+            # A record stored before, lying between this batch's rows, got its gap from a
+            # neighbour that is no longer its previous one (live batches hold one row per stream:
+            # first == last, no query).
+            inside = first < last and self._db.execute(
+                "SELECT COUNT(*) FROM records WHERE check_id = ? AND vantage = ? AND started_ms BETWEEN ? AND ?",
+                (check, vantage, first, last)).fetchone()[0] > len(batch)
+            if later is not None or inside:
                 self._fill_gaps(check, vantage, first)
         return added
 
