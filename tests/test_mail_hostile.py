@@ -104,6 +104,7 @@ class Mailroom:
     mechanisms: str = "PLAIN LOGIN"
     ghost: bool = False
     pop3_top: str = "normal"          # or "endless": TOP's header lines never end
+    pop3_login: str = "accept"        # "refuse": -ERR to PASS; "garbage": no POP3 answer to PASS
     imap_login: str = "echo"
     messages: list[bytes] = field(default_factory=list)
     lines: list[tuple[str, bytes]] = field(default_factory=list)  # (protocol, client line)
@@ -186,7 +187,11 @@ class Mailroom:
                 verb = words[0].upper() if words else b""
                 num = int(words[1]) if len(words) > 1 and words[1].isdigit() else 0
                 message = drop[num - 1] if 0 < num <= len(drop) else b""
-                if verb in (b"USER", b"PASS", b"NOOP", b"RSET"):
+                if verb == b"PASS" and self.pop3_login == "refuse":
+                    await stream.send_all(b"-ERR [AUTH] Authentication failed.\r\n")
+                elif verb == b"PASS" and self.pop3_login == "garbage":
+                    await stream.send_all(b"\x16\x03\x01 not pop3 at all\r\n")
+                elif verb in (b"USER", b"PASS", b"NOOP", b"RSET"):
                     await stream.send_all(b"+OK\r\n")
                 elif verb == b"STAT":
                     await stream.send_all(b"+OK %d 100\r\n" % len(drop))
@@ -463,6 +468,18 @@ async def test_a_pop3_message_expunged_during_the_scan_is_skipped(tmp_path: Path
     tops = [line for proto, line in room.lines if proto == "pop3" and line.startswith(b"TOP 1 ")]
     assert tops, "the probe never met the expunged message"
     assert room.messages == []  # the probe's own message was found, read and deleted
+
+
+@pytest.mark.parametrize(("login", "code", "attribution"), [
+    ("refuse", "pop3_auth", "customer"),       # -ERR to PASS: the probe's password is wrong
+    ("garbage", "pop3_connect", "provider"),   # no POP3 answer at all: the server is broken
+])
+async def test_only_a_pop3_refusal_blames_the_password(tmp_path: Path, nursery: trio.Nursery, login: str,
+                                                       code: str, attribution: str) -> None:
+    room = await Mailroom(pop3_login=login).start(nursery)
+    (record,) = await run_once(tmp_path, mail_check("mail", room))
+    assert record.outcome == "fail"
+    assert (record.failure.code, record.failure.attribution) == (code, attribution), record.failure
 
 
 # ---- IMAP polling without IDLE: NOOP ------------------------------------------------------------

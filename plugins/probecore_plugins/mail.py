@@ -630,6 +630,8 @@ class _Pop3Receiver(_Receiver):
             client.pass_(self.password)
         except poplib.error_proto as exc:
             _close_pop(client)
+            if not _pop_err(exc):  # garbage instead of +OK/-ERR: the server's fault, not a refusal
+                raise Failed("pop3_connect", f"POP3 login: not a POP3 answer: {_pop_text(exc)}") from None
             raise Failed("pop3_auth", f"POP3 login refused: {_pop_text(exc)}", "customer") from None
         except (OSError, EOFError) as exc:
             raise self._connect_failed(exc) from None
