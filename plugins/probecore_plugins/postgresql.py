@@ -56,10 +56,14 @@ from probecore import (
     decode_record,
     encode_annotation,
     encode_event,
-    encode_record,
     hookimpl,
     timestamp_ms,
 )
+
+from ._store_rows import decode_delivery as _decode_delivery
+from ._store_rows import encode_delivery as _encode_delivery
+from ._store_rows import record_filters
+from ._store_rows import record_row as _record_row
 
 SCHEMA_VERSION = 2
 
@@ -467,7 +471,7 @@ class PostgreSQLStore:
     def records(self, *, check: str | None = None, prefix: str | None = None,
                 since: str | None = None, until: str | None = None,
                 not_ok: bool = False) -> Iterator[SLIRecord]:
-        where, args = _filters(check, prefix, "started_ms", since, until)
+        where, args = record_filters(check, prefix, "started_ms", since, until, "%s")
         if not_ok:
             where = (where + " AND " if where else "WHERE ") + "outcome <> 'ok'"
         query = f"SELECT body FROM records {where} ORDER BY started_ms, id"
@@ -530,7 +534,7 @@ class PostgreSQLStore:
         return [decode_record(body) for (body,) in rows]
 
     def events(self, *, check: str | None = None, prefix: str | None = None) -> Iterator[IncidentEvent]:
-        where, args = _filters(check, prefix, "at_ms", None, None)
+        where, args = record_filters(check, prefix, "at_ms", None, None, "%s")
         with self.connection() as conn:
             rows = conn.execute(f"SELECT body FROM events {where} ORDER BY seq", args).fetchall()
         for (body,) in rows:
@@ -671,39 +675,6 @@ CROSS JOIN LATERAL (SELECT started_ms FROM records WHERE check_id = %(c)s AND va
 CROSS JOIN LATERAL (SELECT started_ms FROM records WHERE check_id = %(c)s AND vantage = v.vantage
       AND started_ms >= %(s)s AND started_ms < %(u)s ORDER BY started_ms DESC LIMIT 1) AS l(s)
 """
-
-
-def _encode_delivery(delivery: Delivery) -> str:
-    return msgspec.json.encode(msgspec.structs.replace(delivery, id=None)).decode()
-
-
-def _decode_delivery(body: str, ident: int) -> Delivery:
-    return msgspec.structs.replace(msgspec.json.decode(body, type=Delivery), id=ident)
-
-
-def _record_row(record: SLIRecord) -> tuple[str, str, int, str, str]:
-    return (record.check, record.vantage, timestamp_ms(record.started_at), record.outcome,
-            encode_record(record).decode())
-
-
-def _filters(check: str | None, prefix: str | None, column: str, since: str | None,
-             until: str | None) -> tuple[str, list[object]]:
-    clauses: list[str] = []
-    args: list[object] = []
-    if check is not None:
-        clauses.append("check_id = %s")
-        args.append(check)
-    if prefix is not None:
-        # A range (in the "C" collation) so the index is used and "_" / "%" mean themselves.
-        clauses.append("check_id >= %s AND check_id < %s")
-        args += [prefix, prefix + "\U0010ffff"]
-    if since is not None:
-        clauses.append(f"{column} >= %s")
-        args.append(timestamp_ms(since))
-    if until is not None:
-        clauses.append(f"{column} < %s")
-        args.append(timestamp_ms(until))
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
 @hookimpl

@@ -26,10 +26,14 @@ from probecore import (
     decode_record,
     encode_annotation,
     encode_event,
-    encode_record,
     hookimpl,
     timestamp_ms,
 )
+
+from ._store_rows import decode_delivery as _decode_delivery
+from ._store_rows import encode_delivery as _encode_delivery
+from ._store_rows import record_filters
+from ._store_rows import record_row as _record_row
 
 SCHEMA_VERSION = 4
 
@@ -296,7 +300,7 @@ class SQLiteStore:
     def records(self, *, check: str | None = None, prefix: str | None = None,
                 since: str | None = None, until: str | None = None,
                 not_ok: bool = False) -> Iterator[SLIRecord]:
-        where, args = _filters(check, prefix, "started_ms", since, until)
+        where, args = record_filters(check, prefix, "started_ms", since, until, "?")
         table = "records"
         if not_ok:
             where = (where + " AND " if where else "WHERE ") + "outcome != 'ok'"
@@ -412,7 +416,7 @@ class SQLiteStore:
         return [decode_record(body) for (body,) in rows]
 
     def events(self, *, check: str | None = None, prefix: str | None = None) -> Iterator[IncidentEvent]:
-        where, args = _filters(check, prefix, "at_ms", None, None)
+        where, args = record_filters(check, prefix, "at_ms", None, None, "?")
         with self._lock:
             rows = self._db.execute(f"SELECT body FROM events {where} ORDER BY seq", args).fetchall()
         for (body,) in rows:
@@ -448,39 +452,6 @@ class _Transaction:
         self.db.execute("ROLLBACK")
         if isinstance(exc, sqlite3.DatabaseError):
             raise StoreError(f"store {self.url}: write failed: {exc}") from None
-
-
-def _encode_delivery(delivery: Delivery) -> str:
-    return msgspec.json.encode(msgspec.structs.replace(delivery, id=None)).decode()
-
-
-def _decode_delivery(body: str, ident: int) -> Delivery:
-    return msgspec.structs.replace(msgspec.json.decode(body, type=Delivery), id=ident)
-
-
-def _record_row(record: SLIRecord) -> tuple[str, str, int, str, str]:
-    return (record.check, record.vantage, timestamp_ms(record.started_at), record.outcome,
-            encode_record(record).decode())
-
-
-def _filters(check: str | None, prefix: str | None, column: str, since: str | None,
-             until: str | None) -> tuple[str, list[object]]:
-    clauses: list[str] = []
-    args: list[object] = []
-    if check is not None:
-        clauses.append("check_id = ?")
-        args.append(check)
-    if prefix is not None:
-        # A range instead of LIKE so the index is used and "_" / "%" in ids mean themselves.
-        clauses.append("check_id >= ? AND check_id < ?")
-        args += [prefix, prefix + "\U0010ffff"]
-    if since is not None:
-        clauses.append(f"{column} >= ?")
-        args.append(timestamp_ms(since))
-    if until is not None:
-        clauses.append(f"{column} < ?")
-        args.append(timestamp_ms(until))
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
 @hookimpl
