@@ -40,7 +40,7 @@ from ._pipeline import ObservedCallback, Pipeline, StoredCallback
 from ._plugins import PluginHost
 from ._profile import NAME_RE, QUORUM_VANTAGE, Check, Profile
 from ._record import SLIRecord
-from ._runner import SHUTDOWN_WRITE_ATTEMPTS, RunResult, _stop_on_signal
+from ._runner import RunResult, _stop_on_signal, flush_before_exit
 from ._scheduler import DEFAULT_MAX_CONCURRENCY, DEFAULT_PER_HOST, Scheduler
 from ._store import Store, call_store
 
@@ -214,15 +214,9 @@ async def run_agent(profiles: Sequence[Profile], host: PluginHost, store: Store,
                 nursery.cancel_scope.deadline = trio.current_time() + options.duration
             await scheduler.run()
     finally:
-        with trio.CancelScope(shield=True):
-            for _ in range(SHUTDOWN_WRITE_ATTEMPTS):
-                if await pipeline.flush():
-                    break
-                await trio.sleep(1.0)
-            else:
-                pipeline.rescue()
-            if own:
-                coordination.close()
+        await flush_before_exit(pipeline)
+        if own:
+            coordination.close()
         result.stored_records = pipeline.stored_records
     return result
 

@@ -25,6 +25,17 @@ from ._store import Store
 SHUTDOWN_WRITE_ATTEMPTS = 5
 
 
+async def flush_before_exit(pipeline: Pipeline) -> None:
+    """Store what is queued, shielded from the cancellation that is ending the run; if the store
+    keeps failing, put the records where a later import finds them (never lose a record)."""
+    with trio.CancelScope(shield=True):
+        for _ in range(SHUTDOWN_WRITE_ATTEMPTS):
+            if await pipeline.flush():
+                return
+            await trio.sleep(1.0)
+        pipeline.rescue()
+
+
 def default_vantage() -> str:
     """The agent's name when ``--vantage`` is not given: the host name."""
     return socket.gethostname() or "local"
@@ -122,13 +133,7 @@ async def run_profile(profile: Profile, host: PluginHost, store: Store, options:
                     nursery.cancel_scope.deadline = trio.current_time() + options.duration
                 await scheduler.run()
     finally:
-        with trio.CancelScope(shield=True):
-            for _ in range(SHUTDOWN_WRITE_ATTEMPTS):
-                if await pipeline.flush():
-                    break
-                await trio.sleep(1.0)
-            else:  # the store keeps failing: put the records where a later import finds them
-                pipeline.rescue()
+        await flush_before_exit(pipeline)
         result.stored_records = pipeline.stored_records
     return result
 
