@@ -389,17 +389,27 @@ def _exclude_add(args: argparse.Namespace, host: PluginHost) -> int:
     return 0
 
 
-def _exclude_list(args: argparse.Namespace, host: PluginHost) -> int:
+def _annotations_or_json(args: argparse.Namespace, host: PluginHost, kind: str) -> tuple[Profile, list[Annotation]] | None:
+    """The profile and its stored annotations of *kind*; with ``--format json`` they are printed
+    as JSON Lines instead and None is returned."""
     profile = load_profile(args.profile, host.probes)
     store = _open(args, profile, host)
     try:
-        exclusions = store.annotations(profile.name, "exclusion")
+        items = list(store.annotations(profile.name, kind))
     finally:
         store.close()
     if args.format == "json":
-        for item in exclusions:
+        for item in items:
             sys.stdout.write(encode_annotation(item).decode() + "\n")
+        return None
+    return profile, items
+
+
+def _exclude_list(args: argparse.Namespace, host: PluginHost) -> int:
+    found = _annotations_or_json(args, host, "exclusion")
+    if found is None:
         return 0
+    profile, exclusions = found
     from rich.table import Table
 
     table = Table(title=f"{len(exclusions)} exclusions of {profile.name}", title_justify="left")
@@ -616,16 +626,10 @@ def _notice_add(args: argparse.Namespace, host: PluginHost) -> int:
 
 
 def _notice_list(args: argparse.Namespace, host: PluginHost) -> int:
-    profile = load_profile(args.profile, host.probes)
-    store = _open(args, profile, host)
-    try:
-        notices = store.annotations(profile.name, "notice")
-    finally:
-        store.close()
-    if args.format == "json":
-        for item in notices:
-            sys.stdout.write(encode_annotation(item).decode() + "\n")
+    found = _annotations_or_json(args, host, "notice")
+    if found is None:
         return 0
+    profile, notices = found
     from rich.table import Table
 
     table = Table(title=f"{len(notices)} notices of {profile.name}", title_justify="left")
